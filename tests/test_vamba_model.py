@@ -1,0 +1,279 @@
+"""VAMBA model: config, official keys, streaming exactness, checkpoint I/O, variants, decoding."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration
+
+from vamba_eval.models.meta import params_on_meta
+from vamba_eval.models.tokenizer import build_byte_tokenizer, special_token_ids
+from vamba_eval.models.vamba.checkpoint import CheckpointError, from_pretrained, save_pretrained
+from vamba_eval.models.vamba.config import ConfigError, VambaConfig
+from vamba_eval.models.vamba.convert import VARIANTS, vamba_from_qwen2vl
+from vamba_eval.models.vamba.modeling import VambaForConditionalGeneration
+from vamba_eval.models.vamba.tiny import TINY_TOKEN_IDS, VAMBA_7B, tiny_qwen2vl_config, tiny_vamba_config
+from vamba_eval.models.vamba.vision import FrameError, patchify
+
+
+def rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a.double() - b.double()).norm() / b.double().norm())
+
+
+def tiny(mixer: str = "mamba2", seed: int = 0, **overrides) -> VambaForConditionalGeneration:
+    raw = {**tiny_vamba_config(mixer, layers=3), **overrides}
+    model = VambaForConditionalGeneration(VambaConfig.from_dict(raw))
+    model.init_weights(seed)
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def frames() -> torch.Tensor:
+    g = torch.Generator().manual_seed(1)
+    return torch.randint(0, 256, (8, 56, 84, 3), dtype=torch.uint8, generator=g)
+
+
+@pytest.fixture(scope="module")
+def ids() -> torch.Tensor:
+    return torch.randint(0, 256, (1, 11), generator=torch.Generator().manual_seed(2))
+
+
+# --- config -------------------------------------------------------------------------------
+def test_config_round_trip_keeps_unknown_keys(tmp_path):
+    raw = {**VAMBA_7B, "some_future_key": {"x": [1, 2]}}
+    cfg = VambaConfig.from_dict(raw)
+    cfg.save(tmp_path)
+    back = json.loads((tmp_path / "config.json").read_text())
+    assert back["some_future_key"] == {"x": [1, 2]}
+    assert back["vision_mamba_mixer_config"]["d_state"] == 128
+    assert VambaConfig.from_file(tmp_path).to_dict() == cfg.to_dict()
+    assert cfg.mixer_type == "mamba2"  # inferred from enable=True
+
+
+@pytest.mark.parametrize("key,value,needle", [
+    ("use_alpha_balancing", "yes", "use_alpha_balancing"),
+    ("hidden_size", "3584", "hidden_size"),
+    ("mixer_type", "mamba3", "mixer_type"),
+])
+def test_config_rejects_wrong_types(key, value, needle):
+    with pytest.raises(ConfigError, match=needle):
+        VambaConfig.from_dict({**VAMBA_7B, key: value})
+
+
+def test_config_rejects_bad_mixer_field_and_contradiction():
+    bad = {**VAMBA_7B, "vision_mamba_mixer_config": {**VAMBA_7B["vision_mamba_mixer_config"], "d_state": -1}}
+    with pytest.raises(ConfigError, match="d_state"):
+        VambaConfig.from_dict(bad)
+    with pytest.raises(ConfigError, match="contradicts"):
+        VambaConfig.from_dict({**VAMBA_7B, "mixer_type": "none"})
+
+
+# --- the 7B as released ----------------------------------------------------------------------
+def test_7b_official_keys_shapes_and_param_count():
+    with params_on_meta():
+        model = VambaForConditionalGeneration(VambaConfig.from_dict(VAMBA_7B))
+    state = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    assert sum(v.numel() for v in model.parameters()) == 11_309_837_020
+    p = "model.layers.5.vision_mixer.mixer."
+    assert state[p + "in_proj.weight"] == (14704, 3584)
+    assert state[p + "conv1d.weight"] == (7424, 1, 4)
+    assert state[p + "out_proj.weight"] == (3584, 7168)
+    assert state["model.layers.5.alpha"] == (1,)
+    assert state["model.layers.5.cross_attn.k_proj.weight"] == (512, 3584)
+    assert state["visual.merger.mlp.2.weight"] == (3584, 5120)
+    assert {k.split(".")[0] for k in state} == {"visual", "model", "lm_head"}
+    cross = sum(v.numel() for k, v in model.named_parameters() if ".cross_attn." in k)
+    mixer = sum(v.numel() for k, v in model.named_parameters() if ".vision_mixer." in k)
+    assert cross == 28 * 29_364_736 and mixer == 28 * 78_437_456
+
+
+def test_tiny_token_ids_match_tokenizer():
+    assert special_token_ids(build_byte_tokenizer()) == TINY_TOKEN_IDS
+
+
+# --- streaming ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("mixer", ["mamba2", "mamba1", "none"])
+@pytest.mark.parametrize("flags", [{}, {"cross_attn_use_layer_norm": True, "cross_attn_use_position_embeddings": True}])
+def test_streamed_prefill_equals_unchunked_reference(mixer, flags, frames, ids):
+    model = tiny(mixer, **flags)
+    with torch.no_grad():
+        ref = model(ids, frames)  # both streams layer by layer, no streaming
+    for chunk in (2, 4, 6, 8):
+        ctx = model.encode_video(frames, chunk_frames=chunk)
+        with torch.inference_mode():
+            from transformers import DynamicCache
+
+            out = model.text_step(ids, ctx, DynamicCache(), start=0, logits_to_keep=0)
+        assert ctx.chunks == -(-8 // max(2, chunk - chunk % 2))
+        assert rel(out, ref) < 1e-5
+
+
+def test_cross_attention_reads_the_stream_before_the_mixer(frames):
+    model = tiny("mamba2")
+    ctx = model.encode_video(frames)
+    with torch.no_grad():
+        v0, _ = model.video_stream(frames)
+        layer0 = model.layers[0]
+        k_pre, _ = layer0.cross_attn.project_kv(v0)
+        v1, _ = layer0.video_update(v0)
+        k_post, _ = layer0.cross_attn.project_kv(v1)
+        k1_expected, _ = model.layers[1].cross_attn.project_kv(v1)
+    assert rel(ctx.kv[0][0], k_pre) < 1e-6  # layer 0 attends to the pre-Mamba stream …
+    assert rel(ctx.kv[0][0], k_post) > 1e-3  # … which the mixer really changes
+    assert rel(ctx.kv[1][0], k1_expected) < 1e-6  # layer 1 attends to layer 0's update
+
+
+def test_last_layer_mixer_is_skipped(frames):
+    model = tiny("mamba2")
+    calls = []
+    model.layers[-1].vision_mixer.register_forward_hook(lambda *a: calls.append(1))
+    model.encode_video(frames, chunk_frames=2)
+    assert calls == []
+
+
+# --- alpha --------------------------------------------------------------------------------------
+def test_alpha_is_clamped(frames, ids):
+    model = tiny("mamba2")
+    with torch.no_grad():
+        for layer in model.layers:
+            layer.alpha.fill_(1.7)
+        high = model(ids, frames)
+        for layer in model.layers:
+            layer.alpha.fill_(1.0)
+        one = model(ids, frames)
+        for layer in model.layers:
+            layer.alpha.fill_(-3.0)
+        low = model(ids, frames)
+        for layer in model.layers:
+            layer.alpha.fill_(0.0)
+        zero = model(ids, frames)
+    assert torch.equal(high, one) and torch.equal(low, zero)
+    model.train()
+    model(ids, frames)
+    assert all(float(layer.alpha) == 0.0 for layer in model.layers)  # training clamps in place (official)
+
+
+def test_alpha_one_is_the_qwen2vl_text_model(ids):
+    torch.manual_seed(0)
+    qwen = Qwen2VLForConditionalGeneration(Qwen2VLConfig(**tiny_qwen2vl_config())).eval()
+    model = vamba_from_qwen2vl(qwen, "random", "mamba2").eval()
+    with torch.no_grad():
+        for layer in model.layers:
+            layer.alpha.fill_(1.0)
+        expected = qwen(input_ids=ids).logits
+        got = model(ids, torch.zeros(2, 28, 28, 3, dtype=torch.uint8))
+    assert rel(got, expected) < 1e-5
+
+
+# --- conversion ----------------------------------------------------------------------------------
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_variants_build_and_run(variant, frames, ids):
+    torch.manual_seed(0)
+    qwen = Qwen2VLForConditionalGeneration(Qwen2VLConfig(**tiny_qwen2vl_config())).eval()
+    ca_init, mixer = VARIANTS[variant]
+    model = vamba_from_qwen2vl(qwen, ca_init, mixer).eval()
+    assert model.config.mixer_type == mixer
+    sa, ca = model.layers[0].self_attn.q_proj.weight, model.layers[0].cross_attn.q_proj.weight
+    assert torch.equal(sa, ca) == (ca_init == "self_attn")
+    assert torch.equal(model.model.embed_tokens.weight, qwen.model.language_model.embed_tokens.weight)
+    assert torch.equal(model.visual.blocks[0].attn.qkv.weight, qwen.model.visual.blocks[0].attn.qkv.weight)
+    if mixer == "mamba1":
+        assert model.layers[0].vision_mixer.mixer.A_log.shape[1] == 16
+    assert (model.layers[0].vision_mixer is None) == (mixer == "none")
+    with torch.no_grad():
+        assert torch.isfinite(model(ids, frames)).all()
+
+
+# --- checkpoint I/O ------------------------------------------------------------------------------
+def test_save_load_round_trip_sharded(tmp_path, frames, ids):
+    model = tiny("mamba2")
+    save_pretrained(model, tmp_path, max_shard_bytes=300_000)
+    assert (tmp_path / "model.safetensors.index.json").is_file()
+    loaded = from_pretrained(tmp_path)
+    with torch.no_grad():
+        assert torch.equal(loaded(ids, frames), model(ids, frames))
+    assert loaded.ssm_backend.name == "torch"
+
+
+def _saved(tmp_path, mixer="mamba2"):
+    save_pretrained(tiny(mixer), tmp_path)
+    return tmp_path
+
+
+def test_strict_load_names_missing_and_unexpected_keys(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    folder = _saved(tmp_path)
+    state = load_file(str(folder / "model.safetensors"))
+    state.pop("model.layers.1.cross_attn.o_proj.weight")
+    state["model.layers.1.extra.weight"] = torch.zeros(2)
+    save_file(state, str(folder / "model.safetensors"))
+    with pytest.raises(CheckpointError) as err:
+        from_pretrained(folder)
+    assert "model.layers.1.cross_attn.o_proj.weight" in str(err.value)
+    assert "model.layers.1.extra.weight" in str(err.value)
+
+
+def test_d_state_mismatch_is_a_clear_error(tmp_path):
+    folder = _saved(tmp_path)
+    cfg = json.loads((folder / "config.json").read_text())
+    cfg["vision_mamba_mixer_config"]["d_state"] = 8  # weights were made with 16
+    (folder / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(CheckpointError, match="d_state"):
+        from_pretrained(folder)
+
+
+def test_missing_shard_and_wrong_dtype(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    model = tiny("mamba2")
+    save_pretrained(model, tmp_path / "sharded", max_shard_bytes=300_000)
+    next((tmp_path / "sharded").glob("model-00002-*.safetensors")).unlink()
+    with pytest.raises(CheckpointError, match="model-00002"):
+        from_pretrained(tmp_path / "sharded")
+    folder = _saved(tmp_path / "dtype")
+    state = load_file(str(folder / "model.safetensors"))
+    state["model.norm.weight"] = state["model.norm.weight"].to(torch.int32)
+    save_file(state, str(folder / "model.safetensors"))
+    with pytest.raises(CheckpointError, match="int32"):
+        from_pretrained(folder)
+
+
+# --- inference ------------------------------------------------------------------------------------
+def test_generation_is_deterministic_and_skips_mixers(frames, ids):
+    model = tiny("mamba2")
+    ctx = model.encode_video(frames)
+    calls = {"mixer": 0, "kv": 0}
+    for layer in model.layers:
+        layer.vision_mixer.register_forward_hook(lambda *a: calls.__setitem__("mixer", calls["mixer"] + 1))
+        layer.cross_attn.k_proj.register_forward_hook(lambda *a: calls.__setitem__("kv", calls["kv"] + 1))
+    a, _ = model.generate(ids, ctx, max_new_tokens=6)
+    b, _ = model.generate(ids, ctx, max_new_tokens=6)
+    assert a == b and len(a) == 6
+    assert calls == {"mixer": 0, "kv": 0}  # decoding reuses the cached cross-attn K/V
+    with torch.no_grad():  # the cached decode agrees with a full recompute
+        full = model(torch.cat([ids, torch.tensor([a[:-1]])], dim=1), frames)
+    assert full[0, ids.shape[1] - 1:].argmax(-1).tolist() == a
+
+
+def test_bad_frames_are_rejected_early():
+    model = tiny("none")
+    with pytest.raises(FrameError, match="zero frames"):
+        model.encode_video(torch.zeros(0, 56, 56, 3, dtype=torch.uint8))
+    with pytest.raises(FrameError, match="multiple of 28"):
+        model.encode_video(torch.zeros(2, 50, 56, 3, dtype=torch.uint8))
+    with pytest.raises(FrameError, match=r"\[T, H, W, 3\]"):
+        model.encode_video(torch.zeros(2, 3, 56, 56, dtype=torch.uint8))
+
+
+def test_patchify_matches_the_transformers_image_processor():
+    from transformers import Qwen2VLImageProcessorPil
+
+    img = np.random.default_rng(0).integers(0, 256, (56, 84, 3), dtype=np.uint8)
+    expected = Qwen2VLImageProcessorPil()(images=[img], return_tensors="pt", do_resize=False)
+    got, grid = patchify(torch.from_numpy(img)[None])  # one frame → repeated to the temporal patch
+    assert [grid.t, grid.h, grid.w] == expected["image_grid_thw"][0].tolist()
+    assert rel(got, expected["pixel_values"]) < 1e-6

@@ -1,0 +1,244 @@
+"""VAMBA: the `transformers` Qwen2-VL vision tower + hybrid Mamba/cross-attention decoder.
+
+Module tree = the official state-dict prefixes: ``visual.*`` (Qwen2-VL ViT + merger),
+``model.{embed_tokens, layers.i.*, norm}``, ``lm_head``.
+
+Inference is two passes that never mix: ``encode_video`` pushes the video stream through every
+layer (ViT → per layer: cross-attn K/V, then the Mamba update), streaming chunks of frames and
+carrying each layer's conv/SSM state, and keeps only the per-layer K/V. ``generate`` then runs
+the text through the layers against those cached K/V with a text KV cache; the mixers never run
+while decoding. ``forward`` is the unstreamed reference (training, tests).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Optional, Sequence
+
+import torch
+from torch import nn
+from transformers import DynamicCache
+from transformers.models.qwen2_vl.modeling_qwen2_vl import (
+    Qwen2VisionTransformerPretrainedModel,
+    Qwen2VLRMSNorm,
+    Qwen2VLRotaryEmbedding,
+)
+
+from vamba_eval.models.vamba.backends import SSMBackend, select_backend
+from vamba_eval.models.vamba.config import VambaConfig
+from vamba_eval.models.vamba.layers import KV, VambaDecoderLayer
+from vamba_eval.models.vamba.mixers import MambaBlock, MixerState
+from vamba_eval.models.vamba.vision import VideoGrid, check_frames, pad_temporal, patchify, run_vision_tower
+
+DEFAULT_STREAM_THRESHOLD = 64  # frames: stream past this many
+DEFAULT_CHUNK_FRAMES = 32
+
+
+@dataclass
+class VideoContext:
+    """What the text needs from a video: per-layer cross-attention K/V (each [b, kv_heads, M, hd])."""
+
+    kv: list[KV]
+    grid: VideoGrid
+    num_tokens: int
+    chunks: int
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+class VambaTextModel(nn.Module):
+    """``model.*``: embeddings, hybrid layers, final norm (rotary tables hold no weights)."""
+
+    def __init__(self, cfg: VambaConfig, text_cfg: Any) -> None:
+        super().__init__()
+        d = text_cfg.hidden_size
+        self.embed_tokens = nn.Embedding(text_cfg.vocab_size, d)
+        self.layers = nn.ModuleList(VambaDecoderLayer(cfg, text_cfg, i) for i in range(text_cfg.num_hidden_layers))
+        self.norm = Qwen2VLRMSNorm(d, eps=text_cfg.rms_norm_eps)
+        self.rotary_emb = Qwen2VLRotaryEmbedding(text_cfg)
+
+
+def text_positions(start: int, length: int, batch: int, device: torch.device) -> torch.Tensor:
+    """1-D text positions laid on the three M-RoPE axes: [3, b, L]."""
+    pos = torch.arange(start, start + length, device=device)
+    return pos.view(1, 1, -1).expand(3, batch, -1)
+
+
+def video_positions(grid: VideoGrid, t0: int, t1: int, device: torch.device) -> torch.Tensor:
+    """(t, h, w) M-RoPE positions of the merged video tokens of temporal slices [t0, t1): [3, 1, M]."""
+    hh, ww = grid.h // grid.merge, grid.w // grid.merge
+    t = torch.arange(t0, t1, device=device).repeat_interleave(hh * ww)
+    h = torch.arange(hh, device=device).repeat_interleave(ww).repeat(t1 - t0)
+    w = torch.arange(ww, device=device).repeat(hh * (t1 - t0))
+    return torch.stack([t, h, w]).unsqueeze(1)
+
+
+class VambaForConditionalGeneration(nn.Module):
+    def __init__(self, cfg: VambaConfig, backend: Optional[SSMBackend] = None) -> None:
+        super().__init__()
+        self.config = cfg
+        self.hf_config = cfg.hf_config()
+        text_cfg = self.hf_config.text_config
+        self.visual = Qwen2VisionTransformerPretrainedModel(self.hf_config.vision_config)
+        self.model = VambaTextModel(cfg, text_cfg)
+        self.lm_head = nn.Linear(text_cfg.hidden_size, text_cfg.vocab_size, bias=False)
+        self.stream_threshold = DEFAULT_STREAM_THRESHOLD
+        self.chunk_frames = DEFAULT_CHUNK_FRAMES
+        self.ssm_backend = backend or select_backend(None, torch.device("cpu"))
+        self.set_ssm_backend(self.ssm_backend)
+
+    # --- set-up --------------------------------------------------------------------------
+    @property
+    def layers(self) -> nn.ModuleList:
+        return self.model.layers
+
+    @property
+    def device(self) -> torch.device:
+        return self.lm_head.weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.lm_head.weight.dtype
+
+    def mixer_blocks(self) -> list[MambaBlock]:
+        return [layer.vision_mixer for layer in self.layers if layer.vision_mixer is not None]
+
+    def set_ssm_backend(self, backend: SSMBackend) -> None:
+        self.ssm_backend = backend
+        for block in self.mixer_blocks():
+            block.mixer.backend = backend
+
+    def init_weights(self, seed: Optional[int] = None) -> None:
+        """Random init: Qwen2-VL's normal(0, initializer_range) for the LLM, mamba init for mixers."""
+        from vamba_eval.models.vamba.init import init_vamba_weights
+
+        init_vamba_weights(self, seed)
+
+    # --- video stream --------------------------------------------------------------------
+    def _vision_tokens(self, frames: torch.Tensor) -> tuple[torch.Tensor, VideoGrid]:
+        vcfg = self.hf_config.vision_config
+        pixels, grid = patchify(frames.to(self.device, non_blocking=True), vcfg.patch_size,
+                                vcfg.temporal_patch_size, vcfg.spatial_merge_size)
+        tokens = run_vision_tower(self.visual, pixels, grid.thw())  # [m, d]
+        return tokens.unsqueeze(0).to(self.dtype), grid  # [1, m, d]
+
+    def _video_rope(self, v: torch.Tensor, grid: VideoGrid, t0: int, t1: int) -> Optional[KV]:
+        if not self.config.vamba.cross_attn_use_position_embeddings:
+            return None
+        return self.model.rotary_emb(v, video_positions(grid, t0, t1, v.device))
+
+    def _chunk_slices(self, total_frames: int, chunk_frames: Optional[int]) -> int:
+        temporal = self.hf_config.vision_config.temporal_patch_size
+        if chunk_frames is None:
+            chunk_frames = self.chunk_frames if total_frames > self.stream_threshold else total_frames
+        if chunk_frames < 1:
+            raise ValueError(f"chunk_frames must be ≥ 1, got {chunk_frames}")
+        return max(1, chunk_frames // temporal)
+
+    @torch.inference_mode()
+    def encode_video(self, frames: torch.Tensor, chunk_frames: Optional[int] = None) -> VideoContext:
+        """uint8 frames [T, H, W, 3] → per-layer cross-attn K/V, streamed ``chunk_frames`` at a time.
+
+        Exactly equal to the unchunked computation: the ViT attends within 2-frame slices and each
+        layer's Mamba carries its conv/SSM state across chunks. The last layer's video update is
+        never read, so it is skipped.
+        """
+        vcfg = self.hf_config.vision_config
+        frames = torch.as_tensor(frames)
+        check_frames(frames, vcfg.patch_size, vcfg.spatial_merge_size)
+        frames = pad_temporal(frames, vcfg.temporal_patch_size)
+        per_chunk = self._chunk_slices(frames.shape[0], chunk_frames)
+        n_slices = frames.shape[0] // vcfg.temporal_patch_size
+        kv_bufs: list[KV] = []
+        states: list[Optional[MixerState]] = [None] * len(self.layers)
+        t_start, written, chunks, grid = time.perf_counter(), 0, 0, None
+        for s0 in range(0, n_slices, per_chunk):
+            s1 = min(n_slices, s0 + per_chunk)
+            v, grid = self._vision_tokens(frames[s0 * vcfg.temporal_patch_size: s1 * vcfg.temporal_patch_size])
+            if not kv_bufs:
+                kv_bufs = self._alloc_kv(n_slices * grid.tokens_per_slice)
+            rope = self._video_rope(v, grid, s0, s1)
+            m = v.shape[1]
+            for i, layer in enumerate(self.layers):
+                k, val = layer.video_kv(v, rope)
+                kv_bufs[i][0][:, :, written:written + m] = k
+                kv_bufs[i][1][:, :, written:written + m] = val
+                if i < len(self.layers) - 1:
+                    v, states[i] = layer.video_update(v, states[i])
+            written += m
+            chunks += 1
+        assert grid is not None
+        full = VideoGrid(n_slices, grid.h, grid.w, grid.merge)
+        return VideoContext(kv_bufs, full, written, chunks, {"encode_s": time.perf_counter() - t_start})
+
+    def _alloc_kv(self, m: int) -> list[KV]:
+        cfg = self.hf_config.text_config
+        hd = cfg.hidden_size // cfg.num_attention_heads
+        shape = (1, cfg.num_key_value_heads, m, hd)
+        return [(torch.empty(shape, dtype=self.dtype, device=self.device),
+                 torch.empty(shape, dtype=self.dtype, device=self.device)) for _ in self.layers]
+
+    # --- text stream ---------------------------------------------------------------------
+    def _text_rope(self, h: torch.Tensor, start: int) -> tuple[KV, Optional[KV]]:
+        pos = text_positions(start, h.shape[1], h.shape[0], h.device)
+        pe = self.model.rotary_emb(h, pos)
+        return pe, (pe if self.config.vamba.cross_attn_use_position_embeddings else None)
+
+    def text_step(self, input_ids: torch.Tensor, video: VideoContext, cache: Any, start: int,
+                  logits_to_keep: int = 1) -> torch.Tensor:
+        """Run ``input_ids`` [b, n] at positions ``start…`` against cached video K/V → logits [b, keep, V]."""
+        h = self.model.embed_tokens(input_ids)
+        pe, q_rope = self._text_rope(h, start)
+        for i, layer in enumerate(self.layers):
+            h = layer.text_forward(h, video.kv[i], pe, cache=cache, q_rope=q_rope)
+        h = self.model.norm(h[:, -logits_to_keep:] if logits_to_keep else h)
+        return self.lm_head(h)
+
+    @torch.inference_mode()
+    def generate(self, input_ids: torch.Tensor, video: VideoContext, max_new_tokens: int = 32,
+                 eos_token_ids: Sequence[int] = ()) -> tuple[list[int], dict[str, float]]:
+        """Greedy decoding (batch 1) with a text KV cache; cross-attn K/V come from ``video``."""
+        if input_ids.ndim != 2 or input_ids.shape[0] != 1:
+            raise ValueError(f"generate takes input_ids of shape [1, n], got {tuple(input_ids.shape)}")
+        input_ids = input_ids.to(self.device)
+        cache = DynamicCache()
+        t0 = time.perf_counter()
+        logits = self.text_step(input_ids, video, cache, start=0)
+        self._sync()
+        t1 = time.perf_counter()
+        out: list[int] = []
+        pos = input_ids.shape[1]
+        for _ in range(max_new_tokens):
+            nxt = int(logits[0, -1].argmax())
+            out.append(nxt)
+            if nxt in eos_token_ids:
+                break
+            logits = self.text_step(torch.tensor([[nxt]], device=self.device), video, cache, start=pos)
+            pos += 1
+        self._sync()
+        return out, {"prefill_text_s": t1 - t0, "generate_s": time.perf_counter() - t1}
+
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    # --- reference forward ---------------------------------------------------------------
+    def video_stream(self, frames: torch.Tensor) -> tuple[torch.Tensor, VideoGrid]:
+        """The layer-0 video stream [1, M, d] for all frames at once (no streaming)."""
+        vcfg = self.hf_config.vision_config
+        frames = torch.as_tensor(frames)
+        check_frames(frames, vcfg.patch_size, vcfg.spatial_merge_size)
+        return self._vision_tokens(pad_temporal(frames, vcfg.temporal_patch_size))
+
+    def forward(self, input_ids: torch.Tensor, frames: torch.Tensor, logits_to_keep: int = 0) -> torch.Tensor:
+        """Unstreamed reference: both streams layer by layer in the official order → logits [b, n, V]."""
+        v, grid = self.video_stream(frames)
+        h = self.model.embed_tokens(input_ids)
+        v = v.expand(h.shape[0], -1, -1)
+        pe, q_rope = self._text_rope(h, 0)
+        v_rope = self._video_rope(v, grid, 0, grid.t)
+        last = len(self.layers) - 1
+        for i, layer in enumerate(self.layers):
+            h, v = layer(h, v, pe, video_rope=v_rope, q_rope=q_rope, update_video=i < last)
+        h = self.model.norm(h[:, -logits_to_keep:] if logits_to_keep else h)
+        return self.lm_head(h)
