@@ -424,3 +424,21 @@ def test_fast_backend_matches_reference_bf16_7b_width(name):
     y, s = select_backend(name, dev).mamba2_scan(x, dt, A, B, C, 256, h0)
     assert y.dtype == torch.bfloat16 and s.dtype == torch.float32 and s.shape == s_ref.shape
     assert rel(y, y_ref) < 2e-2 and rel(s, s_ref) < 2e-2
+
+
+@pytest.mark.gpu
+def test_mamba2_mixer_fla_bf16_7b_width_streaming():
+    if "fla" not in _gpu_backends():
+        pytest.skip(f"fla needs CUDA and fla-core installed (available: {_gpu_backends()})")
+    dev = torch.device("cuda")
+    torch.manual_seed(0)
+    m = Mamba2Mixer(3584, device=dev, dtype=torch.bfloat16, backend=select_backend("fla", dev))
+    u = torch.randn(1, 3000, 3584, device=dev, dtype=torch.bfloat16)
+    with torch.inference_mode():
+        y, state = m(u)
+        y2, state2 = run_in_pieces(m, u, [0, 1000, 1001, 3000])
+        m.backend = select_backend("torch", dev)
+        y_ref, state_ref = m(u)
+    assert y.dtype == torch.bfloat16 and state.ssm_state.dtype == torch.float32
+    assert rel(y2, y) < 2e-2 and rel(state2.ssm_state, state.ssm_state) < 2e-2
+    assert rel(y, y_ref) < 2e-2 and rel(state.ssm_state, state_ref.ssm_state) < 2e-2

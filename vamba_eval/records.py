@@ -33,6 +33,7 @@ class SampleRecord(BaseModel):
     video_key: str
     categories: dict[str, list[str]] = Field(default_factory=dict)
     gold: str = ""
+    options: list[str] = Field(default_factory=list)  # kept so `score` can re-run the official rule from disk
     frame_indices: list[int] = Field(default_factory=list)
     frame_times: list[float] = Field(default_factory=list)
     frame_size: Optional[list[int]] = None  # [width, height] fed to the model

@@ -1,0 +1,150 @@
+"""``vamba-eval`` command line: run, score, report, list, demo-data. A thin layer over run.api."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+from vamba_eval.registry import UnknownNameError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Evaluate long-video multimodal models (VAMBA and baselines) exactly, fast and resumably.")
+
+
+class UserError(Exception):
+    """Errors whose message is the whole story (no traceback)."""
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from vamba_eval.models.vamba.backends import BackendUnavailable
+    from vamba_eval.models.vamba.checkpoint import CheckpointError
+    from vamba_eval.models.vamba.config import ConfigError
+    from vamba_eval.run.config import ConfigFileError
+    from vamba_eval.run.store import RunDirError
+    from vamba_eval.task_api import DataError
+
+    return (UserError, UnknownNameError, ConfigFileError, RunDirError, DataError, CheckpointError, ConfigError,
+            BackendUnavailable, FileNotFoundError)
+
+
+def _print_summary(results: Any) -> None:
+    for name, r in results.tasks.items():
+        o = r.overall
+        val = "n/a" if o.value is None else f"{o.value:.1f}"
+        ci = f" [{o.ci95[0]:.1f}, {o.ci95[1]:.1f}]" if o.ci95 else ""
+        typer.echo(f"{name:<16} {r.metric} {val}{ci}  n={r.n} scored={r.n_scored} failed={r.n_failed} "
+                   f"unparsed={r.n_unparsed}")
+
+
+@app.command()
+def run(
+    tasks: Optional[str] = typer.Option(None, "--tasks", "-t", help="Comma-separated task names (see `list tasks`)."),
+    model: Optional[str] = typer.Option(None, help="Model name (see `list models`); default vamba."),
+    model_path: Optional[str] = typer.Option(None, help="Checkpoint folder; default: the bundled tiny model."),
+    data_dir: Optional[list[str]] = typer.Option(None, help="Release folder root, or task=PATH (repeatable). "
+                                                 "Default: the built-in synthetic demo data."),
+    frames: Optional[int] = typer.Option(None, help="Frames per video (default: the task's paper setting)."),
+    max_edge: Optional[int] = typer.Option(None, help="Longest frame edge cap in pixels."),
+    min_edge: Optional[int] = typer.Option(None, help="Shortest frame edge floor in pixels."),
+    limit: Optional[int] = typer.Option(None, help="Only the first N samples of each task."),
+    output: Optional[str] = typer.Option(None, "--output", "-o", help="Run directory (default runs/<time>-…)."),
+    resume: Optional[bool] = typer.Option(None, "--resume/--no-resume", help="Continue a killed run; skips finished samples."),
+    seed: Optional[int] = typer.Option(None, help="Seed (demo data, untrained models, random fallbacks)."),
+    device: Optional[str] = typer.Option(None, help="cpu, cuda, cuda:1 …"),
+    dtype: Optional[str] = typer.Option(None, help="bfloat16 | float16 | float32."),
+    ssm_backend: Optional[str] = typer.Option(None, help="VAMBA SSM kernels: auto | mamba_ssm | fla | torch."),
+    chunk_frames: Optional[int] = typer.Option(None, help="VAMBA streaming-prefill chunk (frames)."),
+    scoring: Optional[str] = typer.Option(None, help="official (default) | lmms-eval."),
+    subtitles: Optional[bool] = typer.Option(None, "--subtitles/--no-subtitles", help="Video-MME subtitles."),
+    workers: Optional[int] = typer.Option(None, help="Background decode threads."),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="run.yaml with the same keys; flags override."),
+    no_report: bool = typer.Option(False, "--no-report", help="Skip report.html."),
+) -> None:
+    """Evaluate a model on tasks; writes config.json, samples.jsonl, results.json, report.html."""
+    from vamba_eval.run.api import evaluate
+    from vamba_eval.run.config import build_config, parse_data_dir
+
+    overrides = dict(tasks=tasks, model=model, model_path=model_path, data_dir=parse_data_dir(data_dir or []),
+                     frames=frames, max_edge=max_edge, min_edge=min_edge, limit=limit, output=output,
+                     resume=resume, seed=seed, device=device, dtype=dtype, ssm_backend=ssm_backend,
+                     chunk_frames=chunk_frames, scoring=scoring, subtitles=subtitles, workers=workers)
+    cfg = build_config(config, overrides)
+    from vamba_eval.registry import get_model_factory, get_task
+
+    for name in cfg.tasks:
+        get_task(name)  # did-you-mean before any work
+    get_model_factory(cfg.model)
+    _print_summary(evaluate(cfg, report=not no_report))
+
+
+@app.command()
+def score(run_dir: Path = typer.Argument(..., help="A run directory."),
+          scoring: Optional[str] = typer.Option(None, help="official | lmms-eval (default: the run's).")) -> None:
+    """Re-score a run from its saved responses (no model, no videos) and rewrite results.json."""
+    from vamba_eval.run.api import rescore
+
+    _print_summary(rescore(run_dir, scoring))
+
+
+@app.command()
+def report(run_dir: Path = typer.Argument(..., help="A run directory.")) -> None:
+    """(Re)write RUN_DIR/report.html from the run's files."""
+    from vamba_eval.run.api import render
+
+    typer.echo(str(render(run_dir)))
+
+
+@app.command("list")
+def list_(what: str = typer.Argument(..., help="tasks | models")) -> None:
+    """List the known tasks or models."""
+    from vamba_eval.registry import MODELS, did_you_mean, get_task, task_names
+
+    if what == "tasks":
+        for name in task_names():
+            typer.echo(f"{name:<16} {get_task(name).title}")
+    elif what == "models":
+        for name, (desc, _) in sorted(MODELS.items()):
+            typer.echo(f"{name:<16} {desc}")
+    else:
+        raise did_you_mean("list target", what, ["tasks", "models"])
+
+
+@app.command("demo-data")
+def demo_data(folder: Path = typer.Argument(..., help="Where to write the demo releases."),
+              tasks: str = typer.Option("lvbench,videomme", help="Which tasks."),
+              seed: int = typer.Option(0, help="World seed.")) -> None:
+    """Write the synthetic demo releases (each in its benchmark's exact on-disk format)."""
+    from vamba_eval.registry import get_task
+
+    for name in [t.strip() for t in tasks.split(",") if t.strip()]:
+        out = get_task(name).write_demo(folder / name, seed)
+        typer.echo(f"{name}: {out}")
+
+
+def main(argv: Optional[list[str]] = None) -> None:
+    try:
+        app(args=argv, standalone_mode=False)
+    except _user_errors() as err:
+        typer.echo(f"error: {err}", err=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except SystemExit:
+        raise
+    except Exception as err:  # click's usage errors
+        import click
+
+        if isinstance(err, click.ClickException):
+            err.show()
+            sys.exit(err.exit_code)
+        raise
+
+
+if __name__ == "__main__":
+    main()
+
+
+__all__ = ["app", "main"]

@@ -1,0 +1,94 @@
+"""``--model qwen2vl``: the transformer baseline, `transformers`' own Qwen2VLForConditionalGeneration.
+
+Video goes in the way Qwen2-VL takes it: ``<|video_pad|>`` × (video tokens) inside the text,
+``pixel_values_videos`` + ``video_grid_thw`` from the same patchification as the processor
+(``vision.patchify``, checked against the `transformers` image processor in the tests).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from vamba_eval.models.base import ModelAdapter, ModelSpec, PeakMemory, count_params, qwen_chat, resolve_dtype, timed
+from vamba_eval.models.vamba.vision import check_frames, patchify
+from vamba_eval.models.vamba_adapter import bundled_checkpoint
+from vamba_eval.types import Prediction, Request
+
+
+def _untrained_tiny(seed: int) -> tuple[Any, Any]:
+    from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration
+
+    from vamba_eval.models.tokenizer import build_byte_tokenizer
+    from vamba_eval.models.vamba.tiny import tiny_qwen2vl_config
+
+    torch.manual_seed(seed)
+    cfg = Qwen2VLConfig(**tiny_qwen2vl_config(layers=2))
+    cfg._attn_implementation = "sdpa"
+    return Qwen2VLForConditionalGeneration(cfg), build_byte_tokenizer()
+
+
+def load_qwen2vl(path: Path, dtype: torch.dtype) -> Any:
+    from transformers import Qwen2VLForConditionalGeneration
+
+    return Qwen2VLForConditionalGeneration.from_pretrained(str(path), dtype=dtype, attn_implementation="sdpa",
+                                                           local_files_only=True)
+
+
+class Qwen2VLAdapter(ModelAdapter):
+    name = "qwen2vl"
+
+    def __init__(self, spec: ModelSpec) -> None:
+        self.spec = spec
+        self.device = torch.device(spec.device)
+        dtype = resolve_dtype(spec.dtype, self.device)
+        path = Path(spec.path) if spec.path else bundled_checkpoint("qwen2vl-tiny")
+        self.untrained = path is None
+        if path is None:
+            self.model, self.tokenizer = _untrained_tiny(spec.seed)
+            self.path_label = "builtin:qwen2vl-tiny-untrained"
+        else:
+            from vamba_eval.models.tokenizer import load_tokenizer
+
+            self.model, self.tokenizer = load_qwen2vl(path, dtype), load_tokenizer(path)
+            self.path_label = str(path)
+        self.model = self.model.to(device=self.device, dtype=dtype).eval()
+        self.eos_ids = sorted({int(self.model.config.text_config.eos_token_id or 0),
+                               self.tokenizer.convert_tokens_to_ids("<|im_end|>")})
+
+    def _inputs(self, req: Request) -> dict[str, torch.Tensor]:
+        vcfg = self.model.config.vision_config
+        frames = torch.from_numpy(req.frames)
+        check_frames(frames, vcfg.patch_size, vcfg.spatial_merge_size)
+        pixels, grid = patchify(frames.to(self.device), vcfg.patch_size, vcfg.temporal_patch_size,
+                                vcfg.spatial_merge_size)
+        text = qwen_chat(req.prompt, video_tokens="<|video_pad|>" * grid.num_tokens)
+        ids = torch.tensor([self.tokenizer(text, add_special_tokens=False)["input_ids"]], device=self.device)
+        return {"input_ids": ids, "attention_mask": torch.ones_like(ids),
+                "pixel_values_videos": pixels.to(self.model.dtype), "video_grid_thw": grid.thw().to(self.device)}
+
+    @torch.inference_mode()
+    def _one(self, req: Request) -> Prediction:
+        inputs = self._inputs(req)
+        n_in = inputs["input_ids"].shape[1]
+        with PeakMemory(self.device) as mem:
+            t0 = timed()
+            out = self.model.generate(**inputs, max_new_tokens=req.max_new_tokens, do_sample=False,
+                                      eos_token_id=self.eos_ids, pad_token_id=self.eos_ids[0])
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)
+        new = [t for t in out[0, n_in:].tolist() if t not in self.eos_ids]
+        n_video = int(inputs["video_grid_thw"][0].prod()) // (self.model.config.vision_config.spatial_merge_size ** 2)
+        return Prediction(text=self.tokenizer.decode(new, skip_special_tokens=True), prompt_tokens=n_in - n_video,
+                          video_tokens=n_video, output_tokens=out.shape[1] - n_in,
+                          timings={"generate_total_s": timed() - t0}, peak_memory_bytes=mem.peak)
+
+    def generate(self, batch: list[Request]) -> list[Prediction]:
+        return [self._one(req) for req in batch]
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "path": self.path_label, "untrained": self.untrained,
+                "dtype": str(self.model.dtype).replace("torch.", ""), "device": str(self.device),
+                "params": count_params(self.model), "attn_implementation": "sdpa"}

@@ -1,0 +1,117 @@
+"""Run configuration: the same keys from ``--config run.yaml`` and from CLI flags (flags win)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal, Optional, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from vamba_eval.task_api import SCORING_MODES
+
+# Keys that cannot change a sample's result; everything else goes into the config hash.
+NON_RESULT_KEYS = ("output", "resume", "workers", "progress", "frame_cache", "executor")
+
+
+class ConfigFileError(ValueError):
+    """A run.yaml (or flag) value is wrong; the message names the key."""
+
+
+class RunConfig(BaseModel):
+    """Everything that defines a run. Validated at the boundary (CLI, YAML, Python API)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    tasks: list[str] = Field(min_length=1)
+    model: str = "vamba"
+    model_path: Optional[str] = None
+    data_dir: Union[None, str, dict[str, str]] = None  # a root with <task>/ folders, or task → folder
+    frames: Optional[int] = Field(None, ge=1)  # None: the task's paper setting (demo data: its demo setting)
+    max_edge: Optional[int] = Field(None, ge=28)
+    min_edge: Optional[int] = Field(None, ge=28)
+    limit: Optional[int] = Field(None, ge=1)  # first N samples of each task (release order)
+    output: Optional[str] = None
+    resume: bool = False
+    seed: int = 0
+    device: str = "cpu"
+    dtype: Optional[str] = None
+    ssm_backend: Optional[str] = None
+    chunk_frames: Optional[int] = Field(None, ge=1)
+    scoring: Literal["official", "lmms-eval"] = "official"
+    subtitles: bool = False
+    max_new_tokens: Optional[int] = Field(None, ge=1)
+    workers: int = Field(2, ge=1, le=32)  # decode threads
+    frame_cache: bool = True
+    progress: bool = True
+    executor: Literal["local"] = "local"
+
+    @field_validator("tasks", mode="before")
+    @classmethod
+    def _split(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            return [t.strip() for t in v.split(",") if t.strip()]
+        return v
+
+    @field_validator("scoring")
+    @classmethod
+    def _scoring(cls, v: str) -> str:
+        assert v in SCORING_MODES
+        return v
+
+    def config_hash(self) -> str:
+        data = {k: v for k, v in self.model_dump(mode="json").items() if k not in NON_RESULT_KEYS}
+        blob = json.dumps(data, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    def data_dir_for(self, task: str) -> Optional[Path]:
+        if self.data_dir is None:
+            return None
+        if isinstance(self.data_dir, dict):
+            return Path(self.data_dir[task]).expanduser() if task in self.data_dir else None
+        root = Path(self.data_dir).expanduser()
+        return root / task if (root / task).is_dir() else root
+
+
+def _explain(err: ValidationError, source: str) -> str:
+    lines = [f"{source}: invalid run configuration"]
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"]) or "(root)"
+        lines.append(f"  - {key}: {e['msg']}")
+    lines.append("Run `vamba-eval run --help` for the accepted keys.")
+    return "\n".join(lines)
+
+
+def parse_data_dir(values: list[str]) -> Union[None, str, dict[str, str]]:
+    """``--data-dir ROOT`` or repeated ``--data-dir task=PATH``."""
+    if not values:
+        return None
+    pairs = [v for v in values if "=" in v]
+    if not pairs:
+        if len(values) > 1:
+            raise ConfigFileError("--data-dir: give one root folder, or task=PATH pairs")
+        return values[0]
+    if len(pairs) != len(values):
+        raise ConfigFileError("--data-dir: do not mix a root folder with task=PATH pairs")
+    return dict(v.split("=", 1) for v in pairs)
+
+
+def build_config(file: Optional[Path], overrides: dict[str, Any]) -> RunConfig:
+    """Merge a YAML file (if any) with explicit overrides (None = not given) and validate."""
+    data: dict[str, Any] = {}
+    source = "command line"
+    if file is not None:
+        source = str(file)
+        try:
+            loaded = yaml.safe_load(Path(file).read_text(encoding="utf-8"))
+        except (OSError, yaml.YAMLError) as err:
+            raise ConfigFileError(f"{file}: cannot read ({err})") from None
+        if not isinstance(loaded, dict):
+            raise ConfigFileError(f"{file}: must be a mapping of run keys (tasks:, model:, frames: …)")
+        data.update({k.replace("-", "_"): v for k, v in loaded.items()})
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        return RunConfig.model_validate(data)
+    except ValidationError as err:
+        raise ConfigFileError(_explain(err, source)) from None

@@ -1,0 +1,59 @@
+"""In-process executor: decode in background threads while the model works on the previous sample."""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Callable, Optional, Sequence
+
+from vamba_eval.models.base import ModelAdapter
+from vamba_eval.records import SampleRecord
+from vamba_eval.run.process import WorkUnit, decode, run_unit
+from vamba_eval.task_api import TaskDef
+from vamba_eval.video import FrameCache, prefetch
+
+
+class Progress:
+    """samples done / total, failures, rate and ETA on one line (a TTY) or every ~10 s (logs)."""
+
+    def __init__(self, total: int, done: int = 0, enabled: bool = True, stream=sys.stderr) -> None:
+        self.total, self.done, self.failed = total, done, 0
+        self.start, self.last = time.monotonic(), 0.0
+        self.first = done
+        self.enabled, self.stream = enabled, stream
+        self.tty = hasattr(stream, "isatty") and stream.isatty()
+
+    def update(self, record: SampleRecord) -> None:
+        self.done += 1
+        self.failed += record.error is not None
+        now = time.monotonic()
+        if self.enabled and (self.tty or now - self.last > 10 or self.done == self.total):
+            self.last = now
+            self._print(now)
+
+    def _print(self, now: float) -> None:
+        new = self.done - self.first
+        rate = new / max(now - self.start, 1e-9)
+        eta = (self.total - self.done) / rate if rate > 0 else float("inf")
+        eta_s = f"{eta:5.0f}s" if eta != float("inf") else "  ?"
+        line = (f"[vamba-eval] {self.done}/{self.total} samples · {self.failed} failed · "
+                f"{rate:.2f}/s · ETA {eta_s}")
+        end = "\r" if self.tty and self.done < self.total else "\n"
+        print(line, end=end, file=self.stream, flush=True)
+
+
+def run_local(units: Sequence[WorkUnit], tasks: dict[str, TaskDef], model: ModelAdapter,
+              on_record: Callable[[SampleRecord], None], *, use_subtitles: bool, scoring: str,
+              max_new_tokens: dict[str, int], workers: int = 2, cache: Optional[FrameCache] = None) -> int:
+    """Run ``units`` in order; each finished record goes to ``on_record`` at once. Returns the count."""
+    n = 0
+    stream = prefetch(units, lambda u: decode(u, cache), workers=workers, depth=2 * workers)
+    try:
+        for unit, decoded in stream:
+            record = run_unit(unit, tasks[unit.task], decoded, model, use_subtitles=use_subtitles,
+                              scoring=scoring, max_new_tokens=max_new_tokens[unit.task])
+            on_record(record)
+            n += 1
+    finally:
+        stream.close()
+    return n

@@ -1,0 +1,111 @@
+"""From a RunConfig to work: resolve each task's data (a release folder or the built-in demo),
+load its samples, fix the frame spec, and order the units by estimated cost (longest first)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from vamba_eval.registry import get_task
+from vamba_eval.run.config import RunConfig
+from vamba_eval.run.process import WorkUnit
+from vamba_eval.synth import DEMO_NOTICE
+from vamba_eval.task_api import TaskDef
+from vamba_eval.types import Sample
+from vamba_eval.video import FrameSpec
+
+DEMO_VERSION = "v1"
+DEMO_MAX_EDGE = 224  # demo videos are small; keep their size (rounded to 28) instead of upscaling
+FORMAT_NAMES = {"lvbench": "LVBench", "videomme": "Video-MME"}
+
+
+@dataclass(frozen=True)
+class TaskPlan:
+    task: TaskDef
+    folder: Path
+    samples: tuple[Sample, ...]
+    spec: FrameSpec
+    synthetic: bool
+    data: dict[str, Any] = field(default_factory=dict)  # recorded: path, revision, notice …
+    max_new_tokens: int = 16
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("VAMBA_EVAL_CACHE", Path.home() / ".cache" / "vamba-eval")).expanduser()
+
+
+def demo_folder(task: TaskDef, seed: int, root: Optional[Path] = None) -> Path:
+    """The task's synthetic demo release, written once per (task, seed, version) and reused."""
+    folder = (root or cache_root() / "demo") / f"{task.name}-seed{seed}-{DEMO_VERSION}"
+    if (folder / ".complete").exists():
+        return folder
+    tmp = folder.with_name(folder.name + f".tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    task.write_demo(tmp, seed)
+    (tmp / ".complete").write_text("ok\n")
+    try:
+        os.replace(tmp, folder)
+    except OSError:  # another process won the race: use theirs
+        shutil.rmtree(tmp, ignore_errors=True)
+    return folder
+
+
+def annotation_fingerprint(folder: Path) -> str:
+    """A revision for a local release: hash of its annotation files (videos excluded)."""
+    h = hashlib.sha256()
+    for path in sorted(folder.rglob("*")):
+        if path.suffix in (".json", ".jsonl", ".parquet", ".srt") and path.is_file():
+            h.update(str(path.relative_to(folder)).encode())
+            h.update(path.read_bytes())
+    return "sha256:" + h.hexdigest()[:16]
+
+
+def frame_spec(task: TaskDef, cfg: RunConfig, synthetic: bool) -> FrameSpec:
+    d = task.frames
+    num = cfg.frames or (d.demo_num_frames if synthetic else d.num_frames)
+    max_edge = cfg.max_edge or (DEMO_MAX_EDGE if synthetic else d.max_edge)
+    min_edge = cfg.min_edge if cfg.min_edge is not None else (None if synthetic else d.min_edge)
+    return FrameSpec(num_frames=num, sampler=d.sampler, max_edge=max_edge, min_edge=min_edge)
+
+
+def plan_task(name: str, cfg: RunConfig) -> TaskPlan:
+    task = get_task(name)
+    folder = cfg.data_dir_for(name)
+    synthetic = folder is None
+    if folder is None:
+        folder = demo_folder(task, cfg.seed)
+    samples = task.load(folder)
+    if cfg.limit is not None:
+        samples = samples[: cfg.limit]
+    revs = {str(s.meta.get("release_revision")) for s in samples if s.meta.get("release_revision")}
+    data = {"path": str(folder), "synthetic": synthetic,
+            "revision": revs.pop() if len(revs) == 1 else annotation_fingerprint(folder),
+            "n_samples": len(samples), "limit": cfg.limit}
+    if synthetic:
+        data["notice"] = DEMO_NOTICE.format(fmt=FORMAT_NAMES.get(name, task.title or name))
+    return TaskPlan(task, folder, tuple(samples), frame_spec(task, cfg, synthetic), synthetic, data,
+                    cfg.max_new_tokens or task.max_new_tokens)
+
+
+def _seconds(value: Any) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):  # e.g. Video-MME's "short" | "medium" | "long"
+        return 0.0
+
+
+def work_units(plans: list[TaskPlan], done: set[tuple[str, str]]) -> list[WorkUnit]:
+    """Pending units, longest (most frames × pixels, then longest video) first; stable order otherwise."""
+    units = []
+    for plan in plans:
+        px = (plan.spec.max_edge or 224) ** 2
+        for s in plan.samples:
+            if (plan.task.name, s.sample_id) in done:
+                continue
+            cost = plan.spec.num_frames * px + _seconds(s.meta.get("duration_s", s.meta.get("duration")))
+            units.append(WorkUnit(plan.task.name, s, plan.spec, str(plan.folder), cost))
+    return sorted(units, key=lambda u: -u.cost)

@@ -1,0 +1,101 @@
+"""One sample, start to finish: decode → prompt → model → official score → SampleRecord.
+
+Shared by every executor (in-process now, Ray actors later), so that all of them produce
+byte-identical records for the same sample. Bad input never becomes a score: any failure is a
+recorded ``SampleError`` (``correct`` stays None and the sample counts in ``n_failed``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional, Union
+
+from vamba_eval.models.base import ModelAdapter
+from vamba_eval.records import SampleError, SampleRecord
+from vamba_eval.task_api import PromptContext, TaskDef
+from vamba_eval.types import Prompt, Request, Sample
+from vamba_eval.video import DecodedVideo, FrameCache, FrameSpec, VideoError, load_frames
+
+
+@dataclass(frozen=True)
+class WorkUnit:
+    """A sample with the frame spec it is evaluated under and a cost estimate (for scheduling)."""
+
+    task: str
+    sample: Sample
+    spec: FrameSpec
+    data_root: str
+    cost: float = 1.0
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.task, self.sample.sample_id)
+
+
+def decode(unit: WorkUnit, cache: Optional[FrameCache]) -> DecodedVideo:
+    ref = unit.sample.video
+    return load_frames(ref.path, unit.spec, ref.start, ref.end, cache, folder_fps=ref.fps)
+
+
+def prompt_hash(prompt: Prompt) -> str:
+    blob = "\x1f".join([prompt.system or "", prompt.user, prompt.assistant_prefix])
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:16]
+
+
+def _rel(path: str, root: str) -> str:
+    try:
+        return str(Path(path).resolve().relative_to(Path(root).resolve()))
+    except ValueError:
+        return path
+
+
+def base_record(unit: WorkUnit) -> dict[str, Any]:
+    s = unit.sample
+    return {"task": unit.task, "sample_id": s.sample_id, "video": _rel(s.video.path, unit.data_root),
+            "video_key": s.video_key, "categories": {k: list(v) for k, v in s.categories.items()},
+            "gold": s.answer, "options": list(s.options)}
+
+
+def error_record(unit: WorkUnit, err: BaseException, **extra: Any) -> SampleRecord:
+    message = str(err) or repr(err)
+    return SampleRecord(**base_record(unit), **extra, error=SampleError(type=type(err).__name__, message=message))
+
+
+def score_fields(task: TaskDef, sample: Sample, text: str, mode: str) -> dict[str, Any]:
+    """The scorer's verdict as record fields (used at run time and by `vamba-eval score`)."""
+    verdict = task.score(text, sample, mode)
+    return {"extracted": verdict.extraction.answer, "extraction_rule": verdict.extraction.rule,
+            "correct": verdict.correct, "unparsed": verdict.extraction.answer is None,
+            "flags": sorted(verdict.flags) + ([f"fallback:{verdict.extraction.fallback}"]
+                                              if verdict.extraction.fallback else [])}
+
+
+def run_unit(unit: WorkUnit, task: TaskDef, decoded: Union[DecodedVideo, BaseException], model: ModelAdapter,
+             *, use_subtitles: bool, scoring: str, max_new_tokens: int) -> SampleRecord:
+    """Everything after decoding; ``decoded`` may be the decode failure, which is recorded."""
+    if isinstance(decoded, BaseException):
+        if isinstance(decoded, (VideoError, OSError, ValueError)):
+            return error_record(unit, decoded)
+        raise decoded
+    frames = {"frame_indices": list(decoded.indices), "frame_times": [round(t, 6) for t in decoded.times],
+              "frame_size": [int(decoded.frames.shape[2]), int(decoded.frames.shape[1])]}
+    try:
+        prompt = task.prompt(unit.sample, PromptContext(tuple(decoded.times), use_subtitles))
+    except Exception as err:  # noqa: BLE001 - a bad record must not end the run
+        return error_record(unit, err, **frames)
+    req = Request(unit.sample.sample_id, decoded.frames, tuple(decoded.times), prompt, max_new_tokens)
+    t0 = time.perf_counter()
+    try:
+        pred = model.generate([req])[0]
+    except (RuntimeError, ValueError) as err:  # CUDA OOM, bad frames …: recorded, the run goes on
+        return error_record(unit, err, **frames, prompt=prompt.user, prompt_hash=prompt_hash(prompt))
+    timings = {**{k: round(v, 6) for k, v in pred.timings.items()}, "model_s": round(time.perf_counter() - t0, 6)}
+    return SampleRecord(
+        **base_record(unit), **frames, prompt=prompt.user, prompt_hash=prompt_hash(prompt), response=pred.text,
+        **score_fields(task, unit.sample, pred.text, scoring), timings=timings,
+        tokens={"prompt": pred.prompt_tokens, "video": pred.video_tokens, "output": pred.output_tokens},
+        peak_memory_bytes=pred.peak_memory_bytes,
+    )
