@@ -94,7 +94,9 @@ def rel_err(a: torch.Tensor, ref: torch.Tensor) -> float:
     return ((a - ref).norm() / ref.norm()).item()
 
 
-def time_ms(fn: Callable[[], object], device: torch.device, warmup: int, repeats: int) -> list[float]:
+def time_ms(
+    fn: Callable[[], object], device: torch.device, warmup: int, repeats: int
+) -> list[float]:
     """Milliseconds per call after warm-up (CUDA events on GPU, perf_counter on CPU)."""
     for _ in range(warmup):
         fn()
@@ -146,7 +148,8 @@ def measure(name: str, inp: dict, ref: tuple, device: torch.device, args) -> dic
 
 def print_table(rows: list[dict]) -> None:
     """The summary table (last thing printed)."""
-    head = f"{'backend':<10} {'seqlen':>7} {'rel err y':>10} {'rel err st':>10} {'ms':>9} {'peak GB':>8}"
+    head = (f"{'backend':<10} {'seqlen':>7} {'rel err y':>10} {'rel err st':>10} "
+            f"{'ms':>9} {'peak GB':>8}")
     print(head)
     print("-" * len(head))
     for r in rows:

@@ -178,7 +178,9 @@ def test_mamba1_initial_state_wrapper_matches_reference():
 # ------------------------------------------------------------------ causal conv
 
 
-@pytest.mark.parametrize("weight_3d,with_bias,activation", [(True, True, "silu"), (False, False, None)])
+@pytest.mark.parametrize(
+    "weight_3d,with_bias,activation", [(True, True, "silu"), (False, False, None)]
+)
 def test_causal_conv_chunked_equals_whole(weight_3d, with_bias, activation):
     gen = torch.Generator().manual_seed(0)
     b, c, l, k = 2, 5, 29, 4
@@ -229,7 +231,9 @@ def test_select_backend_on_cpu(monkeypatch):
         select_backend("triton", cpu)
 
 
-@pytest.mark.parametrize("name,hint", [("fla", "pip install fla-core"), ("mamba_ssm", "pip install mamba-ssm")])
+@pytest.mark.parametrize(
+    "name,hint", [("fla", "pip install fla-core"), ("mamba_ssm", "pip install mamba-ssm")]
+)
 def test_explicit_unavailable_backend_explains(name, hint, monkeypatch):
     monkeypatch.delenv(backends.ENV_VAR, raising=False)
     with pytest.raises(BackendUnavailable) as err:

@@ -22,6 +22,7 @@ import jinja2
 from markupsafe import Markup
 from pydantic import ValidationError
 
+from vamba_eval.run.thumbs import thumb_path
 from vamba_eval.records import SCHEMA_VERSION, Estimate, ResultsRecord, SampleRecord, TaskResult
 
 TEMPLATE = "run_report.html.j2"
@@ -259,9 +260,9 @@ def _consistency_notes(data: RunData) -> list[str]:
 
 
 def _thumb(thumbs: Optional[Path], s: SampleRecord) -> Optional[str]:
-    """thumbs/<task>/<sample_id>.jpg as a data URI; None if absent, too big, not a JPEG or outside thumbs/."""
+    """thumbs/<task>/<sample id>.jpg (``run.thumbs.thumb_path``) as a data URI; None if absent, too big, not a JPEG or outside thumbs/."""
     try:
-        path = (thumbs / s.task / f"{s.sample_id}.jpg").resolve()
+        path = thumb_path(thumbs, s.task, s.sample_id).resolve()
         path.relative_to(thumbs)
         if not path.is_file() or path.stat().st_size > THUMB_MAX_BYTES:
             return None

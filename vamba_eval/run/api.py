@@ -115,7 +115,7 @@ def _execute(run_dir: Path, cfg: RunConfig, plans: list[TaskPlan], units: list, 
             run_local(units, {p.task.name: p.task for p in plans}, model, on_record,
                       use_subtitles=cfg.subtitles, scoring=cfg.scoring,
                       max_new_tokens={p.task.name: p.max_new_tokens for p in plans},
-                      workers=cfg.workers, cache=cache)
+                      workers=cfg.workers, cache=cache, thumbs=run_dir / "thumbs")
         except KeyboardInterrupt:
             print(f"\n[vamba-eval] interrupted: {progress.done}/{total} samples saved in {run_dir}; "
                   "continue with the same command plus --resume", file=sys.stderr)

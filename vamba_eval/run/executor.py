@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import sys
 import time
+from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 from vamba_eval.models.base import ModelAdapter
 from vamba_eval.records import SampleRecord
 from vamba_eval.run.process import WorkUnit, decode, run_unit
+from vamba_eval.run.thumbs import write_contact_sheet
 from vamba_eval.task_api import TaskDef
 from vamba_eval.video import FrameCache, prefetch
 
@@ -44,7 +46,8 @@ class Progress:
 
 def run_local(units: Sequence[WorkUnit], tasks: dict[str, TaskDef], model: ModelAdapter,
               on_record: Callable[[SampleRecord], None], *, use_subtitles: bool, scoring: str,
-              max_new_tokens: dict[str, int], workers: int = 2, cache: Optional[FrameCache] = None) -> int:
+              max_new_tokens: dict[str, int], workers: int = 2, cache: Optional[FrameCache] = None,
+              thumbs: Optional[Path] = None) -> int:
     """Run ``units`` in order; each finished record goes to ``on_record`` at once. Returns the count."""
     n = 0
     stream = prefetch(units, lambda u: decode(u, cache), workers=workers, depth=2 * workers)
@@ -52,6 +55,8 @@ def run_local(units: Sequence[WorkUnit], tasks: dict[str, TaskDef], model: Model
         for unit, decoded in stream:
             record = run_unit(unit, tasks[unit.task], decoded, model, use_subtitles=use_subtitles,
                               scoring=scoring, max_new_tokens=max_new_tokens[unit.task])
+            if thumbs is not None and not isinstance(decoded, BaseException):
+                write_contact_sheet(thumbs, unit.task, unit.sample.sample_id, decoded.frames)
             on_record(record)
             n += 1
     finally:

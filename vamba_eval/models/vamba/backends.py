@@ -84,7 +84,8 @@ def _unavailable_reason(name: str, device: torch.device) -> str | None:
     if name == "torch":
         return None
     if device.type != "cuda" or not torch.cuda.is_available():
-        return f"it needs a CUDA device, got {device.type!r} (CUDA available: {torch.cuda.is_available()})"
+        cuda = torch.cuda.is_available()
+        return f"it needs a CUDA device, got {device.type!r} (CUDA available: {cuda})"
     return _import_problem(name)
 
 
@@ -252,7 +253,9 @@ def _mamba1_via_zero_state_scan(
     return y.to(u.dtype), state
 
 
-def _selective_scan_cuda(u: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor) -> tuple[Tensor, Tensor]:
+def _selective_scan_cuda(
+    u: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor
+) -> tuple[Tensor, Tensor]:
     """Zero-state Mamba-1 scan with mamba_ssm's CUDA kernel (dt already effective)."""
     from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
 
@@ -294,9 +297,8 @@ def _cuda_causal_conv1d(
     init = None
     if conv_state is not None:  # [b, c, k-1], channel-last strides
         init = conv_state.to(x.dtype).transpose(1, 2).contiguous().transpose(1, 2)
-    y = causal_conv1d_fn(
-        x_cl, w, None if bias is None else bias.to(x.dtype), initial_states=init, activation=activation
-    )
+    b_ = None if bias is None else bias.to(x.dtype)
+    y = causal_conv1d_fn(x_cl, w, b_, initial_states=init, activation=activation)
     return y, ssm_ref.next_conv_state(x, conv_state, w.shape[1])
 
 

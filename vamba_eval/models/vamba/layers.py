@@ -21,18 +21,15 @@ from typing import Any, Optional
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers.models.qwen2_vl.modeling_qwen2_vl import (
-    Qwen2MLP,
-    Qwen2VLAttention,
-    Qwen2VLRMSNorm,
-    apply_rotary_pos_emb,
-    rotate_half,
-)
+from transformers.models.qwen2_vl import modeling_qwen2_vl as _qwen2vl
+from transformers.models.qwen2_vl.modeling_qwen2_vl import Qwen2MLP, Qwen2VLAttention, rotate_half
 
 from vamba_eval.models.vamba.config import VambaConfig
 from vamba_eval.models.vamba.mixers import Mamba1Mixer, Mamba2Mixer, MambaBlock, MixerState
 
 KV = tuple[torch.Tensor, torch.Tensor]  # each [b, kv_heads, M, head_dim]
+# The RMSNorm class was renamed across transformers 5.x releases.
+Qwen2VLRMSNorm = getattr(_qwen2vl, "Qwen2VLRMSNorm", None) or getattr(_qwen2vl, "Qwen2RMSNorm")
 
 
 class VambaCrossAttention(nn.Module):
@@ -143,9 +140,4 @@ class VambaDecoderLayer(nn.Module):
         return h, v
 
 
-def rope_for(rotary: nn.Module, like: torch.Tensor, position_ids: torch.Tensor) -> KV:
-    """cos/sin [b, L, hd] from the Qwen2-VL rotary module; ``position_ids`` [3, b, L] (M-RoPE axes)."""
-    return rotary(like, position_ids)
-
-
-__all__ = ["VambaCrossAttention", "VambaDecoderLayer", "build_mixer_block", "rope_for", "apply_rotary_pos_emb"]
+__all__ = ["KV", "Qwen2VLRMSNorm", "VambaCrossAttention", "VambaDecoderLayer", "build_mixer_block"]

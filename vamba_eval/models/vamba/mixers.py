@@ -34,7 +34,7 @@ class MixerState:
 def _inverse_softplus_dt(
     n: int, dt_min: float, dt_max: float, dt_init_floor: float, like: Tensor
 ) -> Tensor:
-    """mamba's dt bias init: dt ~ log-uniform[dt_min, dt_max], clamped at the floor, softplus⁻¹."""
+    """mamba's dt bias init: softplus⁻¹ of log-uniform[dt_min, dt_max] clamped at the floor."""
     u = torch.rand(n, device=like.device, dtype=like.dtype)
     dt = torch.exp(u * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min))
     dt = torch.clamp(dt, min=dt_init_floor)
@@ -134,7 +134,8 @@ class Mamba2Mixer(_MixerBase):
     ) -> None:
         super().__init__()
         fk = {"device": device, "dtype": dtype}
-        self.d_model, self.d_state, self.d_conv, self.conv_init = d_model, d_state, d_conv, conv_init
+        self.d_model, self.d_state, self.d_conv = d_model, d_state, d_conv
+        self.conv_init = conv_init
         self.expand, self.headdim, self.ngroups = expand, headdim, ngroups
         self.d_inner = expand * d_model
         if self.d_inner % headdim:
@@ -174,9 +175,9 @@ class Mamba2Mixer(_MixerBase):
         self.conv1d.reset_parameters()
         if self.conv_init is not None:
             nn.init.uniform_(self.conv1d.weight, -self.conv_init, self.conv_init)
-        self.dt_bias.copy_(
-            _inverse_softplus_dt(self.nheads, self.dt_min, self.dt_max, self.dt_init_floor, self.dt_bias)
-        )
+        self.dt_bias.copy_(_inverse_softplus_dt(
+            self.nheads, self.dt_min, self.dt_max, self.dt_init_floor, self.dt_bias
+        ))
         A = torch.empty(self.nheads, dtype=torch.float32, device=self.A_log.device)
         self.A_log.copy_(torch.log(A.uniform_(*self.A_init_range)))
         self.D.fill_(1.0)
@@ -320,7 +321,9 @@ class Mamba1Mixer(_MixerBase):
 class MambaBlock(nn.Module):
     """Pre-norm residual block: u + mixer(RMSNorm(u)); keys ``norm.weight`` and ``mixer.*``."""
 
-    def __init__(self, mixer: Mamba2Mixer | Mamba1Mixer, d_model: int, norm_eps: float = 1e-5) -> None:
+    def __init__(
+        self, mixer: Mamba2Mixer | Mamba1Mixer, d_model: int, norm_eps: float = 1e-5
+    ) -> None:
         super().__init__()
         w = mixer.out_proj.weight
         self.norm = RMSNorm(d_model, eps=norm_eps, device=w.device, dtype=w.dtype)

@@ -19,15 +19,11 @@ from typing import Any, Optional, Sequence
 import torch
 from torch import nn
 from transformers import DynamicCache
-from transformers.models.qwen2_vl.modeling_qwen2_vl import (
-    Qwen2VisionTransformerPretrainedModel,
-    Qwen2VLRMSNorm,
-    Qwen2VLRotaryEmbedding,
-)
+from transformers.models.qwen2_vl.modeling_qwen2_vl import Qwen2VisionTransformerPretrainedModel, Qwen2VLRotaryEmbedding
 
 from vamba_eval.models.vamba.backends import SSMBackend, select_backend
 from vamba_eval.models.vamba.config import VambaConfig
-from vamba_eval.models.vamba.layers import KV, VambaDecoderLayer
+from vamba_eval.models.vamba.layers import KV, Qwen2VLRMSNorm, VambaDecoderLayer
 from vamba_eval.models.vamba.mixers import MambaBlock, MixerState
 from vamba_eval.models.vamba.vision import VideoGrid, check_frames, pad_temporal, patchify, run_vision_tower
 

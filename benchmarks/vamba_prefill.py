@@ -1,0 +1,145 @@
+"""VAMBA-7B prefill on one GPU: random bf16 weights, the suite's real code paths.
+
+Builds the 7B (parameters on the meta device, materialised once on the GPU), then for each
+frame count times the whole prefill — ViT + per-layer cross-attn K/V + Mamba-2 updates
+(streamed in frame chunks) + the text prompt — with CUDA-synchronised timing (median of repeats
+after a warm-up) and peak memory; then greedy decoding speed after the last prefill.
+
+    python benchmarks/vamba_prefill.py --frames 64,1024 --out results.jsonl [--backend fla]
+
+640×360 frames are resized like the official scripts (multiples of 28 → 644×364: 299 LLM tokens
+per 2 frames). Prints a short table last; JSON lines go to --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import time
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from transformers import DynamicCache  # noqa: E402
+
+from vamba_eval.models.meta import materialize, params_on_meta  # noqa: E402
+from vamba_eval.models.vamba.backends import select_backend  # noqa: E402
+from vamba_eval.models.vamba.config import VambaConfig  # noqa: E402
+from vamba_eval.models.vamba.modeling import VambaForConditionalGeneration  # noqa: E402
+from vamba_eval.models.vamba.tiny import VAMBA_7B  # noqa: E402
+
+H, W = 364, 644  # 640×360 rounded to multiples of 28
+TEXT_TOKENS = 60
+
+
+def versions() -> dict[str, str]:
+    out = {}
+    for name in ("torch", "transformers", "triton", "fla-core", "mamba-ssm"):
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def build(backend: str | None, seed: int) -> VambaForConditionalGeneration:
+    with params_on_meta():
+        model = VambaForConditionalGeneration(VambaConfig.from_dict(VAMBA_7B))
+    materialize(model, "cuda", torch.bfloat16)
+    model.init_weights(seed)
+    model.set_ssm_backend(select_backend(backend, torch.device("cuda")))
+    return model.eval()
+
+
+def prefill(model, frames: torch.Tensor, ids: torch.Tensor, chunk: int | None):
+    video = model.encode_video(frames, chunk_frames=chunk)
+    with torch.inference_mode():
+        cache = DynamicCache()
+        logits = model.text_step(ids, video, cache, start=0)
+    return video, cache, logits
+
+
+def time_prefill(model, n_frames: int, chunk: int | None, repeats: int) -> dict:
+    g = torch.Generator(device="cuda").manual_seed(n_frames)
+    frames = torch.randint(0, 256, (n_frames, H, W, 3), dtype=torch.uint8, device="cuda", generator=g)
+    ids = torch.randint(0, 150000, (1, TEXT_TOKENS), device="cuda", generator=g)
+    times = []
+    torch.cuda.synchronize()
+    base = torch.cuda.memory_allocated()
+    torch.cuda.reset_peak_memory_stats()
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        video, cache, logits = prefill(model, frames, ids, chunk)
+        torch.cuda.synchronize()
+        times.append(time.perf_counter() - t0)
+        del cache, logits
+        if _ < repeats - 1:
+            del video
+    peak = torch.cuda.max_memory_allocated()
+    dec = decode_speed(model, video, ids)
+    return {"frames": n_frames, "video_tokens": video.num_tokens, "chunk_frames": chunk or model.chunk_frames,
+            "chunks": video.chunks, "prefill_s_median": statistics.median(times), "prefill_s_all": times,
+            "peak_alloc_gb": peak / 1e9, "peak_reserved_gb": torch.cuda.max_memory_reserved() / 1e9,
+            "frames_input_gb": frames.numel() / 1e9, "weights_gb": base / 1e9, **dec}
+
+
+def decode_speed(model, video, ids, new_tokens: int = 32) -> dict:
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    out, times = model.generate(ids, video, max_new_tokens=new_tokens, eos_token_ids=())
+    torch.cuda.synchronize()
+    return {"decode_tokens": len(out), "decode_tok_per_s": (len(out) - 1) / max(times["generate_s"], 1e-9)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--frames", default="64,1024")
+    ap.add_argument("--chunks", default="", help="extra chunk sizes to try at the largest frame count")
+    ap.add_argument("--backend", default=None)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    env = {"bench": "vamba_prefill", "gpu": torch.cuda.get_device_name(), "versions": versions(),
+           "python": platform.python_version(), "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+           "resolution": f"{W}x{H}", "text_tokens": TEXT_TOKENS, "dtype": "bfloat16"}
+    t0 = time.perf_counter()
+    model = build(args.backend, args.seed)
+    env["backend"] = model.ssm_backend.name
+    env["params"] = sum(p.numel() for p in model.parameters())
+    print(f"built VAMBA-7B ({env['params']:,} params) in {time.perf_counter() - t0:.1f}s, backend {env['backend']}",
+          flush=True)
+    time_prefill(model, 16, None, 1)  # warm-up: kernels, autotuning, allocator
+    rows = []
+    frame_counts = [int(x) for x in args.frames.split(",")]
+    plan = [(n, None) for n in frame_counts] + [(frame_counts[-1], int(c)) for c in args.chunks.split(",") if c]
+    with open(args.out, "a") as fh:
+        for n, chunk in plan:
+            try:
+                row = {**env, **time_prefill(model, n, chunk, args.repeats if n <= 256 else 2)}
+            except torch.cuda.OutOfMemoryError as err:
+                row = {**env, "frames": n, "chunk_frames": chunk, "oom": str(err).splitlines()[0]}
+            torch.cuda.empty_cache()
+            rows.append(row)
+            fh.write(json.dumps(row) + "\n")
+            fh.flush()
+            print(json.dumps(row), flush=True)
+    print(f"\n{env['gpu']} · torch {env['versions'].get('torch')} · backend {env['backend']} · {W}x{H} bf16")
+    print(f"{'frames':>7} {'tokens':>8} {'chunk':>6} {'prefill s':>10} {'peak GB':>8} {'decode tok/s':>13}")
+    for r in rows:
+        if "oom" in r:
+            print(f"{r['frames']:>7} {'':>8} {str(r['chunk_frames']):>6}   OOM")
+            continue
+        print(f"{r['frames']:>7} {r['video_tokens']:>8} {r['chunk_frames']:>6} {r['prefill_s_median']:>10.2f} "
+              f"{r['peak_alloc_gb']:>8.1f} {r['decode_tok_per_s']:>13.1f}")
+
+
+if __name__ == "__main__":
+    main()
