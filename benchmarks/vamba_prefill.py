@@ -98,28 +98,38 @@ def decode_speed(model, video, ids, new_tokens: int = 32) -> dict:
     return {"decode_tokens": len(out), "decode_tok_per_s": (len(out) - 1) / max(times["generate_s"], 1e-9)}
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--frames", default="64,1024")
-    ap.add_argument("--chunks", default="", help="extra chunk sizes to try at the largest frame count")
-    ap.add_argument("--backend", default=None)
-    ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--out", type=Path, required=True)
-    ap.add_argument("--seed", type=int, default=0)
-    args = ap.parse_args()
-    env = {"bench": "vamba_prefill", "gpu": torch.cuda.get_device_name(), "versions": versions(),
-           "python": platform.python_version(), "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-           "resolution": f"{W}x{H}", "text_tokens": TEXT_TOKENS, "dtype": "bfloat16"}
-    t0 = time.perf_counter()
-    model = build(args.backend, args.seed)
-    env["backend"] = model.ssm_backend.name
-    env["params"] = sum(p.numel() for p in model.parameters())
-    print(f"built VAMBA-7B ({env['params']:,} params) in {time.perf_counter() - t0:.1f}s, backend {env['backend']}",
-          flush=True)
-    time_prefill(model, 16, None, 1)  # warm-up: kernels, autotuning, allocator
+def profile(model, n_frames: int, out: Path) -> None:
+    """Where a prefill spends GPU time: top ops, and the ViT alone vs the whole prefill."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    from vamba_eval.models.vamba.vision import patchify, run_vision_tower
+
+    g = torch.Generator(device="cuda").manual_seed(1)
+    frames = torch.randint(0, 256, (n_frames, H, W, 3), dtype=torch.uint8, device="cuda", generator=g)
+    ids = torch.randint(0, 150000, (1, TEXT_TOKENS), device="cuda", generator=g)
+    vcfg = model.hf_config.vision_config
+    with torch.inference_mode():
+        for _ in range(2):
+            torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            for s0 in range(0, n_frames, model.chunk_frames):
+                px, grid = patchify(frames[s0:s0 + model.chunk_frames], vcfg.patch_size, vcfg.temporal_patch_size,
+                                    vcfg.spatial_merge_size)
+                run_vision_tower(model.visual, px, grid.thw())
+            torch.cuda.synchronize()
+            vit = time.perf_counter() - t0
+    print(f"profile {n_frames} frames: ViT alone {vit:.2f}s", flush=True)
+    with torch_profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        prefill(model, frames, ids, None)
+        torch.cuda.synchronize()
+    table = prof.key_averages().table(sort_by="cuda_time_total", row_limit=35, max_name_column_width=60)
+    out.with_suffix(".profile.txt").write_text(table)
+    print(table, flush=True)
+
+
+def run_plan(model, plan: list, env: dict, args) -> list[dict]:
     rows = []
-    frame_counts = [int(x) for x in args.frames.split(",")]
-    plan = [(n, None) for n in frame_counts] + [(frame_counts[-1], int(c)) for c in args.chunks.split(",") if c]
     with open(args.out, "a") as fh:
         for n, chunk in plan:
             try:
@@ -131,14 +141,60 @@ def main() -> None:
             fh.write(json.dumps(row) + "\n")
             fh.flush()
             print(json.dumps(row), flush=True)
+    return rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--frames", default="64,1024")
+    ap.add_argument("--chunks", default="", help="extra chunk sizes to try at the largest frame count")
+    ap.add_argument("--backend", default=None)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--profile", type=int, default=0, help="profile one prefill at this many frames, then exit")
+    ap.add_argument("--sdpa", default="", help="restrict SDPA backends: flash | cudnn | efficient | math")
+    ap.add_argument("--compile", default="", help="comma list of frame counts to re-time after torch.compile of "
+                    "the video path (ViT blocks + mixers)")
+    args = ap.parse_args()
+    env = {"bench": "vamba_prefill", "gpu": torch.cuda.get_device_name(), "versions": versions(),
+           "python": platform.python_version(), "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+           "resolution": f"{W}x{H}", "text_tokens": TEXT_TOKENS, "dtype": "bfloat16"}
+    if args.sdpa:
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+
+        names = {"flash": SDPBackend.FLASH_ATTENTION, "cudnn": SDPBackend.CUDNN_ATTENTION,
+                 "efficient": SDPBackend.EFFICIENT_ATTENTION, "math": SDPBackend.MATH}
+        sdpa_kernel([names[x] for x in args.sdpa.split(",")]).__enter__()
+        env["sdpa"] = args.sdpa
+    t0 = time.perf_counter()
+    model = build(args.backend, args.seed)
+    env["backend"] = model.ssm_backend.name
+    env["params"] = sum(p.numel() for p in model.parameters())
+    print(f"built VAMBA-7B ({env['params']:,} params) in {time.perf_counter() - t0:.1f}s, backend {env['backend']}",
+          flush=True)
+    time_prefill(model, 16, None, 1)  # warm-up: kernels, autotuning, allocator
+    if args.profile:
+        profile(model, args.profile, args.out)
+        return
+    frame_counts = [int(x) for x in args.frames.split(",") if x]
+    plan = [(n, None) for n in frame_counts] + [(frame_counts[-1], int(c)) for c in args.chunks.split(",") if c]
+    rows = run_plan(model, plan, {**env, "variant": "eager"}, args)
+    if args.compile:
+        t0 = time.perf_counter()
+        model.compile_video_path()
+        time_prefill(model, 64, None, 1)  # compile (dynamic shapes) + warm-up
+        print(f"torch.compile warm-up {time.perf_counter() - t0:.1f}s", flush=True)
+        plan = [(int(n), None) for n in args.compile.split(",")]
+        rows += run_plan(model, plan, {**env, "variant": "compiled"}, args)
     print(f"\n{env['gpu']} · torch {env['versions'].get('torch')} · backend {env['backend']} · {W}x{H} bf16")
-    print(f"{'frames':>7} {'tokens':>8} {'chunk':>6} {'prefill s':>10} {'peak GB':>8} {'decode tok/s':>13}")
+    print(f"{'variant':>9} {'frames':>7} {'tokens':>8} {'chunk':>6} {'prefill s':>10} {'peak GB':>8} {'decode tok/s':>13}")
     for r in rows:
         if "oom" in r:
-            print(f"{r['frames']:>7} {'':>8} {str(r['chunk_frames']):>6}   OOM")
+            print(f"{r['variant']:>9} {r['frames']:>7} {'':>8} {str(r['chunk_frames']):>6}   OOM")
             continue
-        print(f"{r['frames']:>7} {r['video_tokens']:>8} {r['chunk_frames']:>6} {r['prefill_s_median']:>10.2f} "
-              f"{r['peak_alloc_gb']:>8.1f} {r['decode_tok_per_s']:>13.1f}")
+        print(f"{r['variant']:>9} {r['frames']:>7} {r['video_tokens']:>8} {r['chunk_frames']:>6} "
+              f"{r['prefill_s_median']:>10.2f} {r['peak_alloc_gb']:>8.1f} {r['decode_tok_per_s']:>13.1f}")
 
 
 if __name__ == "__main__":

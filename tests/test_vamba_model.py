@@ -277,3 +277,16 @@ def test_patchify_matches_the_transformers_image_processor():
     got, grid = patchify(torch.from_numpy(img)[None])  # one frame → repeated to the temporal patch
     assert [grid.t, grid.h, grid.w] == expected["image_grid_thw"][0].tolist()
     assert rel(got, expected["pixel_values"]) < 1e-6
+
+
+def test_batched_vision_path_equals_the_transformers_tower():
+    from vamba_eval.models.vamba.vision import encode_frames, run_vision_tower
+
+    model = tiny("none")
+    frames = torch.randint(0, 256, (6, 84, 112, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(3))
+    pixels, grid = patchify(frames)
+    with torch.no_grad():
+        ref = run_vision_tower(model.visual, pixels, grid.thw())
+        got = encode_frames(model.visual, pixels, grid)
+    assert got.shape == ref.shape == (grid.num_tokens, 64)
+    assert rel(got, ref) < 1e-6

@@ -57,6 +57,8 @@ def run(
     dtype: Optional[str] = typer.Option(None, help="bfloat16 | float16 | float32."),
     ssm_backend: Optional[str] = typer.Option(None, help="VAMBA SSM kernels: auto | mamba_ssm | fla | torch."),
     chunk_frames: Optional[int] = typer.Option(None, help="VAMBA streaming-prefill chunk (frames)."),
+    compile: Optional[bool] = typer.Option(None, "--compile/--no-compile",
+                                           help="VAMBA: torch.compile the video path (CUDA; faster prefill)."),
     scoring: Optional[str] = typer.Option(None, help="official (default) | lmms-eval."),
     subtitles: Optional[bool] = typer.Option(None, "--subtitles/--no-subtitles", help="Video-MME subtitles."),
     workers: Optional[int] = typer.Option(None, help="Background decode threads."),
@@ -70,7 +72,7 @@ def run(
     overrides = dict(tasks=tasks, model=model, model_path=model_path, data_dir=parse_data_dir(data_dir or []),
                      frames=frames, max_edge=max_edge, min_edge=min_edge, limit=limit, output=output,
                      resume=resume, seed=seed, device=device, dtype=dtype, ssm_backend=ssm_backend,
-                     chunk_frames=chunk_frames, scoring=scoring, subtitles=subtitles, workers=workers)
+                     chunk_frames=chunk_frames, compile=compile, scoring=scoring, subtitles=subtitles, workers=workers)
     cfg = build_config(config, overrides)
     from vamba_eval.registry import get_model_factory, get_task
 

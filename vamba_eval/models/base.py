@@ -25,6 +25,7 @@ class ModelSpec:
     ssm_backend: Optional[str] = None  # vamba only: auto | torch | fla | mamba_ssm
     seed: int = 0
     chunk_frames: Optional[int] = None  # vamba streaming prefill chunk
+    compile: bool = False  # vamba: torch.compile the video path (CUDA; ~20 s warm-up)
 
 
 class ModelAdapter(ABC):

@@ -57,6 +57,8 @@ class VambaAdapter(ModelAdapter):
         self.model.set_ssm_backend(select_backend(spec.ssm_backend, self.device))
         if spec.chunk_frames:
             self.model.chunk_frames = spec.chunk_frames
+        if spec.compile:
+            self.model.compile_video_path()
         self.eos_ids = sorted({self.model.config.token_id("eos_token_id", 151645),
                                self.tokenizer.convert_tokens_to_ids("<|im_end|>")})
 
@@ -87,4 +89,5 @@ class VambaAdapter(ModelAdapter):
                 "dtype": str(self.model.dtype).replace("torch.", ""), "device": str(self.device),
                 "params": count_params(self.model), "ssm_backend": self.model.ssm_backend.name,
                 "mixer_type": cfg.mixer_type, "layers": cfg.num_layers, "hidden_size": cfg.hidden_size,
-                "stream_threshold_frames": self.model.stream_threshold, "chunk_frames": self.model.chunk_frames}
+                "stream_threshold_frames": self.model.stream_threshold, "chunk_frames": self.model.chunk_frames,
+                "compiled": self.spec.compile}

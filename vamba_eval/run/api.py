@@ -84,7 +84,7 @@ def evaluate(config: Optional[RunConfig] = None, *, config_file: Optional[Path] 
     units = work_units(plans, done)
     total = sum(len(p.samples) for p in plans)
     model = get_model_factory(cfg.model)(ModelSpec(cfg.model, cfg.model_path, cfg.device, cfg.dtype,
-                                                   cfg.ssm_backend, cfg.seed, cfg.chunk_frames)) if units else None
+                                                   cfg.ssm_backend, cfg.seed, cfg.chunk_frames, cfg.compile)) if units else None
     info = model.describe() if model else store.read_config(run_dir).get("model", {})
     _banner(plans, info)
     _write_config(run_dir, cfg, plans, info)

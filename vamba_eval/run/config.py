@@ -39,6 +39,7 @@ class RunConfig(BaseModel):
     dtype: Optional[str] = None
     ssm_backend: Optional[str] = None
     chunk_frames: Optional[int] = Field(None, ge=1)
+    compile: bool = False
     scoring: Literal["official", "lmms-eval"] = "official"
     subtitles: bool = False
     max_new_tokens: Optional[int] = Field(None, ge=1)

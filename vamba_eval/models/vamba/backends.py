@@ -157,13 +157,19 @@ def _fla_mamba2_scan(
     return o.to(dtype), ht.float().transpose(-1, -2)  # y [b, l, h, p]; state [b, h, p, n]
 
 
+def _eager(fn: Callable) -> Callable:
+    """Kernels stay out of torch.compile graphs (Triton/CUDA extensions, Python loops)."""
+    disable = getattr(getattr(torch, "compiler", None), "disable", None)
+    return disable(fn) if disable is not None else fn
+
+
 def _build_fla() -> SSMBackend:
     """fla for Mamba-2; fla has no Mamba-1 kernel, so Mamba-1 and the conv use the reference."""
     return SSMBackend(
         name="fla",
-        mamba2_scan=_fla_mamba2_scan,
-        mamba1_scan=ssm_ref.selective_scan_ref,
-        causal_conv1d=ssm_ref.causal_conv1d_ref,
+        mamba2_scan=_eager(_fla_mamba2_scan),
+        mamba1_scan=_eager(ssm_ref.selective_scan_ref),
+        causal_conv1d=_eager(ssm_ref.causal_conv1d_ref),
     )
 
 
@@ -306,9 +312,9 @@ def _build_mamba_ssm() -> SSMBackend:
     """mamba_ssm kernels for both mixers; causal-conv1d when installed."""
     return SSMBackend(
         name="mamba_ssm",
-        mamba2_scan=_mamba_ssm_mamba2_scan,
-        mamba1_scan=_mamba_ssm_mamba1_scan,
-        causal_conv1d=_cuda_causal_conv1d,
+        mamba2_scan=_eager(_mamba_ssm_mamba2_scan),
+        mamba1_scan=_eager(_mamba_ssm_mamba1_scan),
+        causal_conv1d=_eager(_cuda_causal_conv1d),
     )
 
 
@@ -319,9 +325,9 @@ def _build_torch() -> SSMBackend:
     """The pure-PyTorch reference kernels (any device)."""
     return SSMBackend(
         name="torch",
-        mamba2_scan=ssm_ref.ssd_chunked,
-        mamba1_scan=ssm_ref.selective_scan_ref,
-        causal_conv1d=ssm_ref.causal_conv1d_ref,
+        mamba2_scan=_eager(ssm_ref.ssd_chunked),
+        mamba1_scan=_eager(ssm_ref.selective_scan_ref),
+        causal_conv1d=_eager(ssm_ref.causal_conv1d_ref),
     )
 
 

@@ -25,7 +25,7 @@ from vamba_eval.models.vamba.backends import SSMBackend, select_backend
 from vamba_eval.models.vamba.config import VambaConfig
 from vamba_eval.models.vamba.layers import KV, Qwen2VLRMSNorm, VambaDecoderLayer
 from vamba_eval.models.vamba.mixers import MambaBlock, MixerState
-from vamba_eval.models.vamba.vision import VideoGrid, check_frames, pad_temporal, patchify, run_vision_tower
+from vamba_eval.models.vamba.vision import VideoGrid, check_frames, encode_frames, pad_temporal, patchify, vision_block
 
 DEFAULT_STREAM_THRESHOLD = 64  # frames: stream past this many
 DEFAULT_CHUNK_FRAMES = 32
@@ -78,6 +78,7 @@ class VambaForConditionalGeneration(nn.Module):
         self.visual = Qwen2VisionTransformerPretrainedModel(self.hf_config.vision_config)
         self.model = VambaTextModel(cfg, text_cfg)
         self.lm_head = nn.Linear(text_cfg.hidden_size, text_cfg.vocab_size, bias=False)
+        self._block_fn = vision_block
         self.stream_threshold = DEFAULT_STREAM_THRESHOLD
         self.chunk_frames = DEFAULT_CHUNK_FRAMES
         self.ssm_backend = backend or select_backend(None, torch.device("cpu"))
@@ -104,6 +105,15 @@ class VambaForConditionalGeneration(nn.Module):
         for block in self.mixer_blocks():
             block.mixer.backend = backend
 
+    def compile_video_path(self, mode: Optional[str] = None) -> None:
+        """torch.compile the ViT block and the video mixers (fuses their elementwise work; CUDA).
+
+        The SSM/conv kernels of the backend stay outside the compiled graphs.
+        """
+        self._block_fn = torch.compile(vision_block, dynamic=True, mode=mode)
+        for block in self.mixer_blocks():
+            block.forward = torch.compile(block.forward, dynamic=True, mode=mode)
+
     def init_weights(self, seed: Optional[int] = None) -> None:
         """Random init: Qwen2-VL's normal(0, initializer_range) for the LLM, mamba init for mixers."""
         from vamba_eval.models.vamba.init import init_vamba_weights
@@ -115,7 +125,7 @@ class VambaForConditionalGeneration(nn.Module):
         vcfg = self.hf_config.vision_config
         pixels, grid = patchify(frames.to(self.device, non_blocking=True), vcfg.patch_size,
                                 vcfg.temporal_patch_size, vcfg.spatial_merge_size)
-        tokens = run_vision_tower(self.visual, pixels, grid.thw())  # [m, d]
+        tokens = encode_frames(self.visual, pixels, grid, self._block_fn)  # [m, d]
         return tokens.unsqueeze(0).to(self.dtype), grid  # [1, m, d]
 
     def _video_rope(self, v: torch.Tensor, grid: VideoGrid, t0: int, t1: int) -> Optional[KV]:

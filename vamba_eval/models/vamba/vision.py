@@ -85,9 +85,69 @@ def patchify(frames: torch.Tensor, patch: int = 14, temporal: int = 2, merge: in
 
 
 def run_vision_tower(visual: torch.nn.Module, pixels: torch.Tensor, grid_thw: torch.Tensor) -> torch.Tensor:
-    """Merged video tokens [M, hidden] from the `transformers` tower (return type differs by version)."""
+    """Merged video tokens [M, hidden] via the `transformers` tower's own forward (the reference)."""
     dtype = next(visual.parameters()).dtype
     out = visual(pixels.to(dtype), grid_thw=grid_thw.to(pixels.device))
     if isinstance(out, torch.Tensor):
         return out
     return out.pooler_output
+
+
+def slice_rope(visual: torch.nn.Module, grid: VideoGrid) -> tuple[torch.Tensor, torch.Tensor]:
+    """2-D rotary cos/sin [h·w, head_dim] of one temporal slice, in the tower's block-major token order."""
+    inv = visual.rotary_pos_emb.inv_freq.float()  # [head_dim / 4]
+    dev = inv.device
+    hpos = torch.arange(grid.h, device=dev).view(-1, 1).expand(grid.h, grid.w)
+    wpos = torch.arange(grid.w, device=dev).view(1, -1).expand(grid.h, grid.w)
+    m = grid.merge
+    # (h/m, m, w/m, m) → (h/m, w/m, m, m): tokens of one 2×2 merge block are adjacent
+    hpos = hpos.reshape(grid.h // m, m, grid.w // m, m).permute(0, 2, 1, 3).flatten()
+    wpos = wpos.reshape(grid.h // m, m, grid.w // m, m).permute(0, 2, 1, 3).flatten()
+    freqs = torch.cat([hpos[:, None] * inv, wpos[:, None] * inv], dim=-1)  # [L, head_dim / 2]
+    emb = torch.cat([freqs, freqs], dim=-1)  # [L, head_dim]
+    return emb.cos(), emb.sin()
+
+
+def _rotate_half(x: torch.Tensor) -> torch.Tensor:
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat((-x2, x1), dim=-1)
+
+
+def vision_block(block: torch.nn.Module, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                 slices: int) -> torch.Tensor:
+    """One Qwen2-VL ViT block with attention batched over equal-length temporal slices.
+
+    Same function as the tower's block (which loops over slices one SDPA call at a time):
+    x [S·L, C] → x + attn(norm1(x)) → + mlp(norm2(x)).
+    """
+    attn = block.attn
+    n, c = x.shape
+    heads = attn.num_heads
+    qkv = attn.qkv(block.norm1(x)).view(slices, n // slices, 3, heads, c // heads)  # [S, L, 3, H, d]
+    q, k, v = qkv.unbind(2)  # each [S, L, H, d]
+    cos_, sin_ = cos[None, :, None, :], sin[None, :, None, :]  # [1, L, 1, d]
+    q = (q.float() * cos_ + _rotate_half(q.float()) * sin_).to(v.dtype)
+    k = (k.float() * cos_ + _rotate_half(k.float()) * sin_).to(v.dtype)
+    out = torch.nn.functional.scaled_dot_product_attention(
+        q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))  # [S, H, L, d], scale d^-0.5
+    x = x + attn.proj(out.transpose(1, 2).reshape(n, c))
+    return x + block.mlp(block.norm2(x))
+
+
+def encode_frames(visual: torch.nn.Module, pixels: torch.Tensor, grid: VideoGrid,
+                  block_fn=vision_block) -> torch.Tensor:
+    """Merged video tokens [M, hidden]: the tower's modules, batched attention (see ``vision_block``)."""
+    x = visual.patch_embed(pixels.to(next(visual.parameters()).dtype))  # [t·h·w, C]
+    cos, sin = slice_rope(visual, grid)
+    with vision_sdpa_backends():
+        for block in visual.blocks:
+            x = block_fn(block, x, cos, sin, grid.t)
+    return visual.merger(x)
+
+
+def vision_sdpa_backends():
+    """Flash / mem-efficient SDPA for the batched slices: on H100 + torch 2.11 the default cuDNN
+    kernel was 3.4× slower for this shape (1024 frames: 29.3 s vs 8.5 s, benchmarks/results)."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    return sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH])
