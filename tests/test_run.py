@@ -187,3 +187,27 @@ def test_list_and_demo_data(tmp_path, capsys):
     main(["demo-data", str(tmp_path / "demo")])
     assert (tmp_path / "demo" / "lvbench" / "video_info.meta.jsonl").is_file()
     assert (tmp_path / "demo" / "videomme" / "videomme" / "test-00000-of-00001.parquet").is_file()
+
+
+def test_release_from_the_hugging_face_cache(tmp_path, monkeypatch):
+    """--data-dir videomme=hf:ID@REV reads a snapshot of the local hub cache (never the network)."""
+    from vamba_eval.registry import get_task
+
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = tmp_path / "hub" / "datasets--lmms-lab--Video-MME"
+    get_task("videomme").write_demo(repo / "snapshots" / commit, 0)
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    import huggingface_hub.constants as hc
+
+    monkeypatch.setattr(hc, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    out = tmp_path / "run"
+    evaluate(tasks="videomme", data_dir={"videomme": f"hf:lmms-lab/Video-MME@{commit}"}, limit=2, frames=4,
+             output=str(out), progress=False, report=False)
+    ds = json.loads((out / store.CONFIG).read_text())["environment"]["datasets"]["videomme"]
+    assert ds["revision"] == commit and not ds["synthetic"]
+    with pytest.raises(Exception, match="no usable snapshot"):
+        evaluate(tasks="videomme", data_dir={"videomme": "hf:lmms-lab/Video-MME@" + "f" * 40}, limit=2,
+                 output=str(tmp_path / "run2"), progress=False, report=False)

@@ -60,8 +60,9 @@ def accuracy_estimate(correct: list[bool], clusters: list[str]) -> Estimate:
       on the clustered SE, so the interval reflects the correlation of questions within a video
       (a Wilson interval would assume independent questions and be too narrow on LVBench's
       ~15 questions per video). With < 2 clusters no clustered SE exists, so we fall back to the
-      Wilson interval (×100), which also behaves at k = 0 or k = n. Note the Wald interval
-      degenerates to [100, 100] / [0, 0] when every answer is right / wrong.
+      Wilson interval (×100), which also behaves at k = 0 or k = n. The Wald interval would
+      degenerate to [100, 100] / [0, 0] when every answer is right / wrong (zero variance), so
+      there too the Wilson interval is reported: no interval claims certainty from 20 questions.
     """
     if len(correct) != len(clusters):
         raise ValueError(f"accuracy_estimate: {len(correct)} outcomes but {len(clusters)} cluster labels")
@@ -72,11 +73,13 @@ def accuracy_estimate(correct: list[bool], clusters: list[str]) -> Estimate:
         return Estimate(value=None, correct=0, n=0, stderr=None, ci95=None, n_clusters=0)
     value = 100.0 * k / n
     stderr: Optional[float] = None
-    if n_clusters >= 2:
+    if n_clusters >= 2 and 0 < k < n:
         stderr = 100.0 * clustered_stderr(np.asarray(correct, dtype=float), clusters)
         half = Z95 * stderr
         ci = [max(0.0, value - half), min(100.0, value + half)]
     else:
+        if n_clusters >= 2:
+            stderr = 0.0
         low, high = wilson_ci(k, n)
         ci = [100.0 * low, 100.0 * high]
     return Estimate(value=value, correct=k, n=n, stderr=stderr, ci95=ci, n_clusters=n_clusters)

@@ -27,7 +27,8 @@ class RunConfig(BaseModel):
     tasks: list[str] = Field(min_length=1)
     model: str = "vamba"
     model_path: Optional[str] = None
-    data_dir: Union[None, str, dict[str, str]] = None  # a root with <task>/ folders, or task → folder
+    # a root with <task>/ folders, or task → folder; "hf" / "hf:ID@REV" reads the Hugging Face cache
+    data_dir: Union[None, str, dict[str, str]] = None
     frames: Optional[int] = Field(None, ge=1)  # None: the task's paper setting (demo data: its demo setting)
     max_edge: Optional[int] = Field(None, ge=28)
     min_edge: Optional[int] = Field(None, ge=28)
@@ -66,13 +67,16 @@ class RunConfig(BaseModel):
         blob = json.dumps(data, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
-    def data_dir_for(self, task: str) -> Optional[Path]:
+    def data_dir_for(self, task: str) -> Optional[str]:
+        """The task's release location: a folder, ``hf[:ID[@REV]]``, or None (the built-in demo)."""
         if self.data_dir is None:
             return None
         if isinstance(self.data_dir, dict):
-            return Path(self.data_dir[task]).expanduser() if task in self.data_dir else None
+            return self.data_dir.get(task)
+        if self.data_dir.startswith("hf:") or self.data_dir == "hf":
+            return self.data_dir
         root = Path(self.data_dir).expanduser()
-        return root / task if (root / task).is_dir() else root
+        return str(root / task) if (root / task).is_dir() else str(root)
 
 
 def _explain(err: ValidationError, source: str) -> str:

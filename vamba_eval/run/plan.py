@@ -14,7 +14,7 @@ from vamba_eval.registry import get_task
 from vamba_eval.run.config import RunConfig
 from vamba_eval.run.process import WorkUnit
 from vamba_eval.synth import DEMO_NOTICE
-from vamba_eval.task_api import TaskDef
+from vamba_eval.task_api import DataError, TaskDef
 from vamba_eval.types import Sample
 from vamba_eval.video import FrameSpec
 
@@ -72,16 +72,33 @@ def frame_spec(task: TaskDef, cfg: RunConfig, synthetic: bool) -> FrameSpec:
     return FrameSpec(num_frames=num, sampler=d.sampler, max_edge=max_edge, min_edge=min_edge)
 
 
+def resolve_location(task: TaskDef, location: str) -> Path:
+    """A folder, or ``hf`` (the task's pinned hub id/revision) / ``hf:ID[@REV]`` from the local HF cache."""
+    if location != "hf" and not location.startswith("hf:"):
+        return Path(location).expanduser()
+    from vamba_eval.taskutil import resolve_hub_folder
+
+    hub_id, revision = task.hub_id, task.hub_revision
+    if location.startswith("hf:"):
+        hub_id, _, rev = location[3:].partition("@")
+        revision = rev or None
+    if not hub_id:
+        raise DataError(f"{task.name}: no hub id known; use --data-dir {task.name}=hf:ORG/NAME@REVISION")
+    return resolve_hub_folder(hub_id, revision)
+
+
 def plan_task(name: str, cfg: RunConfig) -> TaskPlan:
     task = get_task(name)
-    folder = cfg.data_dir_for(name)
-    synthetic = folder is None
-    if folder is None:
-        folder = demo_folder(task, cfg.seed)
+    location = cfg.data_dir_for(name)
+    synthetic = location is None
+    folder = demo_folder(task, cfg.seed) if location is None else resolve_location(task, location)
     samples = task.load(folder)
     if cfg.limit is not None:
         samples = samples[: cfg.limit]
+    from vamba_eval.taskutil import snapshot_revision
+
     revs = {str(s.meta.get("release_revision")) for s in samples if s.meta.get("release_revision")}
+    revs |= {snapshot_revision(folder)} - {None}
     data = {"path": str(folder), "synthetic": synthetic,
             "revision": revs.pop() if len(revs) == 1 else annotation_fingerprint(folder),
             "n_samples": len(samples), "limit": cfg.limit}
