@@ -10,6 +10,7 @@ from typing import Any, Literal, Optional, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from vamba_eval.errors import explain_validation
 from vamba_eval.task_api import SCORING_MODES
 
 # Keys that cannot change a sample's result; everything else goes into the config hash.
@@ -79,15 +80,6 @@ class RunConfig(BaseModel):
         return str(root / task) if (root / task).is_dir() else str(root)
 
 
-def _explain(err: ValidationError, source: str) -> str:
-    lines = [f"{source}: invalid run configuration"]
-    for e in err.errors():
-        key = ".".join(str(p) for p in e["loc"]) or "(root)"
-        lines.append(f"  - {key}: {e['msg']}")
-    lines.append("Run `vamba-eval run --help` for the accepted keys.")
-    return "\n".join(lines)
-
-
 def parse_data_dir(values: list[str]) -> Union[None, str, dict[str, str]]:
     """``--data-dir ROOT`` or repeated ``--data-dir task=PATH``."""
     if not values:
@@ -119,4 +111,5 @@ def build_config(file: Optional[Path], overrides: dict[str, Any]) -> RunConfig:
     try:
         return RunConfig.model_validate(data)
     except ValidationError as err:
-        raise ConfigFileError(_explain(err, source)) from None
+        raise ConfigFileError(explain_validation(err, source, "run configuration",
+                                                 "Run `vamba-eval run --help` for the accepted keys.")) from None

@@ -23,6 +23,8 @@ from typing import Any, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from vamba_eval.errors import explain_validation
+
 MixerType = Literal["mamba2", "mamba1", "none"]
 
 
@@ -90,15 +92,6 @@ class VambaFields(BaseModel):
         return self
 
 
-def _explain(err: ValidationError, where: str) -> str:
-    lines = [f"{where}: invalid config"]
-    for e in err.errors():
-        key = ".".join(str(p) for p in e["loc"]) or "(root)"
-        lines.append(f"  - {key}: {e['msg']} (got {e.get('input')!r})")
-    lines.append("Fix the value(s) in config.json; see shared/specs/vamba_model.md for the released settings.")
-    return "\n".join(lines)
-
-
 @dataclass(frozen=True)
 class VambaConfig:
     """Validated view over the raw config dict; ``raw`` round-trips unknown keys unchanged."""
@@ -120,7 +113,9 @@ class VambaConfig:
             vamba = VambaFields.model_validate(raw)
             mixer = MambaMixerConfig.model_validate(raw["vision_mamba_mixer_config"])
         except ValidationError as err:
-            raise ConfigError(_explain(err, where)) from None
+            raise ConfigError(explain_validation(
+                err, where, "config", "Fix the value(s) in config.json; see shared/specs/vamba_model.md for the "
+                "released settings.", show_input=True)) from None
         if (vamba.mixer_type == "none") == mixer.enable:
             raise ConfigError(
                 f"{where}: mixer_type={vamba.mixer_type!r} contradicts vision_mamba_mixer_config.enable="
