@@ -43,6 +43,8 @@ class SampleRecord(BaseModel):
     extracted: Optional[str] = None
     extraction_rule: str = ""
     correct: Optional[bool] = None
+    score: Optional[float] = None  # graded tasks (judge scores)
+    judge: Optional[dict[str, Any]] = None  # raw judge outputs (never API keys)
     unparsed: bool = False
     flags: list[str] = Field(default_factory=list)
     timings: dict[str, float] = Field(default_factory=dict)
@@ -53,7 +55,7 @@ class SampleRecord(BaseModel):
 
     @model_validator(mode="after")
     def _error_xor_score(self) -> "SampleRecord":
-        if self.error is not None and self.correct is not None:
+        if self.error is not None and (self.correct is not None or self.score is not None):
             raise ValueError(f"sample {self.task}/{self.sample_id}: a record cannot carry both an error and a score")
         return self
 
@@ -63,7 +65,7 @@ class Estimate(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
     value: Optional[float]  # None when n_scored == 0
-    correct: int
+    correct: Optional[int] = None  # accuracy tasks: k of n; None for mean scores
     n: int  # denominator (scored samples)
     stderr: Optional[float] = None  # clustered by video
     ci95: Optional[list[float]] = None

@@ -36,6 +36,8 @@ class Score:
     extraction: Extraction
     correct: Optional[bool]  # None = excluded from the denominator by the official rule
     flags: tuple[str, ...] = ()  # e.g. "empty_output_counted_correct", "random_fallback"
+    value: Optional[float] = None  # a graded score (judge 0–100, MLVU 2–10) for non-QA tasks
+    judge: Optional[Mapping[str, Any]] = None  # raw judge outputs, stored so `score` never re-asks
 
 
 @dataclass(frozen=True)
@@ -68,3 +70,7 @@ class TaskDef:
     hub_revision: Optional[str] = None
     release_layout: str = ""  # one line describing the expected folder layout, for error messages
     extra: Mapping[str, Any] = field(default_factory=dict)
+    # Tasks scored by an LLM judge: (raw response, sample, mode, judge) → Score. ``judge`` is a
+    # ``vamba_eval.judge`` client built from the run config; without one the sample is a recorded
+    # error, never a made-up score.
+    judge_score: Optional[Callable[[str, Sample, str, Any], Score]] = None

@@ -116,3 +116,4 @@ class ScoredSample:
     error: Optional[str] = None
     unparsed: bool = False
     flags: tuple[str, ...] = ()
+    score: Optional[float] = None  # graded tasks (judge scores); None for plain accuracy

@@ -133,7 +133,7 @@ def sample_from_record(rec: SampleRecord) -> Sample:
 def _scored(rec: SampleRecord) -> ScoredSample:
     return ScoredSample(rec.sample_id, rec.video_key, {k: tuple(v) for k, v in rec.categories.items()},
                         rec.extracted, rec.correct, error=rec.error.type if rec.error else None,
-                        unparsed=rec.unparsed, flags=tuple(rec.flags))
+                        unparsed=rec.unparsed, flags=tuple(rec.flags), score=rec.score)
 
 
 def results_from_records(records: dict, task_names: list[str], n_total: dict[str, int], scoring: str,
@@ -170,9 +170,10 @@ def rescore(run_dir: Path, scoring: Optional[str] = None) -> ResultsRecord:
     records = store.load_records(run_dir / store.SAMPLES)
     rescored = {}
     for key, rec in records.items():
-        if rec.error is None and rec.response is not None:
-            fields = score_fields(get_task(rec.task), sample_from_record(rec), rec.response, mode)
-            rec = rec.model_copy(update=fields)
+        task = get_task(rec.task)
+        if rec.error is None and rec.response is not None and task.judge_score is None:
+            fields = score_fields(task, sample_from_record(rec), rec.response, mode)
+            rec = rec.model_copy(update=fields)  # judge-scored records keep their stored judge verdicts
         rescored[key] = rec
     n_total = {name: ds["n_samples"] for name, ds in conf["environment"]["datasets"].items()}
     synthetic = any(ds.get("synthetic") for ds in conf["environment"]["datasets"].values())

@@ -45,6 +45,12 @@ class RunConfig(BaseModel):
     scoring: Literal["official", "lmms-eval"] = "official"
     subtitles: bool = False
     max_new_tokens: Optional[int] = Field(None, ge=1)
+    # LLM judge (G-VEval, MLVU generation tasks). The API key is read from the environment variable
+    # named here and is never written to the run directory.
+    judge_base_url: Optional[str] = None
+    judge_model: Optional[str] = None
+    judge_api_key_env: str = "OPENAI_API_KEY"
+    judge_prompts: Optional[str] = None  # folder with the benchmark authors' judge prompt files
     workers: int = Field(2, ge=1, le=32)  # decode threads
     frame_cache: bool = True
     progress: bool = True

@@ -20,6 +20,10 @@ from vamba_eval.types import Prompt, Request, Sample
 from vamba_eval.video import DecodedVideo, FrameCache, FrameSpec, VideoError, load_frames
 
 
+class JudgeUnavailable(RuntimeError):
+    """A judge-scored task ran without a judge, or the judge failed after its retries."""
+
+
 @dataclass(frozen=True)
 class WorkUnit:
     """A sample with the frame spec it is evaluated under and a cost estimate (for scheduling)."""
@@ -64,17 +68,25 @@ def error_record(unit: WorkUnit, err: BaseException, **extra: Any) -> SampleReco
     return SampleRecord(**base_record(unit), **extra, error=SampleError(type=type(err).__name__, message=message))
 
 
-def score_fields(task: TaskDef, sample: Sample, text: str, mode: str) -> dict[str, Any]:
+def score_fields(task: TaskDef, sample: Sample, text: str, mode: str, judge: Any = None) -> dict[str, Any]:
     """The scorer's verdict as record fields (used at run time and by `vamba-eval score`)."""
-    verdict = task.score(text, sample, mode)
+    if task.judge_score is not None:
+        if judge is None:
+            raise JudgeUnavailable(f"task {task.name} is scored by an LLM judge and none is configured; "
+                                   "pass --judge-base-url/--judge-model (key from $OPENAI_API_KEY)")
+        verdict = task.judge_score(text, sample, mode, judge)
+    else:
+        verdict = task.score(text, sample, mode)
     return {"extracted": verdict.extraction.answer, "extraction_rule": verdict.extraction.rule,
-            "correct": verdict.correct, "unparsed": verdict.extraction.answer is None,
+            "correct": verdict.correct, "score": verdict.value,
+            "judge": dict(verdict.judge) if verdict.judge is not None else None,
+            "unparsed": verdict.extraction.answer is None,
             "flags": sorted(verdict.flags) + ([f"fallback:{verdict.extraction.fallback}"]
                                               if verdict.extraction.fallback else [])}
 
 
 def run_unit(unit: WorkUnit, task: TaskDef, decoded: Union[DecodedVideo, BaseException], model: ModelAdapter,
-             *, use_subtitles: bool, scoring: str, max_new_tokens: int) -> SampleRecord:
+             *, use_subtitles: bool, scoring: str, max_new_tokens: int, judge: Any = None) -> SampleRecord:
     """Everything after decoding; ``decoded`` may be the decode failure, which is recorded."""
     if isinstance(decoded, BaseException):
         if isinstance(decoded, (VideoError, OSError, ValueError)):
@@ -93,9 +105,14 @@ def run_unit(unit: WorkUnit, task: TaskDef, decoded: Union[DecodedVideo, BaseExc
     except (RuntimeError, ValueError) as err:  # CUDA OOM, bad frames …: recorded, the run goes on
         return error_record(unit, err, **frames, prompt=prompt.user, prompt_hash=prompt_hash(prompt))
     timings = {**{k: round(v, 6) for k, v in pred.timings.items()}, "model_s": round(time.perf_counter() - t0, 6)}
+    try:
+        verdict = score_fields(task, unit.sample, pred.text, scoring, judge)
+    except JudgeUnavailable as err:
+        return error_record(unit, err, **frames, prompt=prompt.user, prompt_hash=prompt_hash(prompt),
+                            response=pred.text)
     return SampleRecord(
         **base_record(unit), **frames, prompt=prompt.user, prompt_hash=prompt_hash(prompt), response=pred.text,
-        **score_fields(task, unit.sample, pred.text, scoring), timings=timings,
+        **verdict, timings=timings,
         tokens={"prompt": pred.prompt_tokens, "video": pred.video_tokens, "output": pred.output_tokens},
         peak_memory_bytes=pred.peak_memory_bytes,
     )
