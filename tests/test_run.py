@@ -158,7 +158,7 @@ def test_cli_did_you_mean_and_clear_errors(tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         main(["run", "--tasks", "lvbnech", "--output", str(tmp_path / "x")])
     assert exc.value.code == 2
-    assert "Did you mean: lvbench?" in capsys.readouterr().err
+    assert "Did you mean: lvbench" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["run", "--tasks", "lvbench", "--model", "vamab", "--output", str(tmp_path / "y")])
     assert "Did you mean: vamba?" in capsys.readouterr().err

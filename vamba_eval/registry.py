@@ -53,9 +53,17 @@ def _qwen2vl() -> Callable:
     return Qwen2VLAdapter
 
 
+def _hf_video() -> Callable:
+    from vamba_eval.models.hf_video_adapter import HFVideoAdapter
+
+    return HFVideoAdapter
+
+
 MODELS: dict[str, tuple[str, Callable[[], Callable]]] = {
     "vamba": ("VAMBA hybrid Mamba-2/cross-attention LMM (ours; bundled tiny model without --model-path)", _vamba),
     "qwen2vl": ("Qwen2-VL baseline (transformers Qwen2VLForConditionalGeneration, sdpa)", _qwen2vl),
+    "hf-video": ("Any transformers video LMM taking video through its processor's chat template "
+                 "(e.g. Qwen2.5-VL, LLaVA-OneVision); needs --model-path", _hf_video),
 }
 
 

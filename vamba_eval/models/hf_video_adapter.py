@@ -81,15 +81,17 @@ def _read_json(path: Path) -> dict[str, Any]:
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
 
 
-def read_chat_template(folder: Path, tokenizer: Any) -> str:
-    """The processor's chat template, resolved as ProcessorMixin.from_pretrained resolves it."""
-    legacy = _read_json(folder / "chat_template.json").get("chat_template")
+def read_chat_template(folder: Path) -> str:
+    """The processor's chat template, with ProcessorMixin.from_pretrained's priority: processor_config.json
+    key → chat_template.json → chat_template.jinja (the tokenizer's own template is not the processor's)."""
     jinja = folder / "chat_template.jinja"
-    template = legacy or (jinja.read_text(encoding="utf-8") if jinja.is_file() else None)
-    template = template or _read_json(folder / "processor_config.json").get("chat_template")
-    template = template or getattr(tokenizer, "chat_template", None)
+    template = (_read_json(folder / "processor_config.json").get("chat_template")
+                or _read_json(folder / "chat_template.json").get("chat_template")
+                or (jinja.read_text(encoding="utf-8") if jinja.is_file() else None))
+    if isinstance(template, dict):
+        template = template.get("default")
     if not template:
-        raise FileNotFoundError(f"{folder}: no chat template (chat_template.jinja / chat_template.json); "
+        raise FileNotFoundError(f"{folder}: no processor chat template (chat_template.jinja / chat_template.json); "
                                 "copy it from the model release")
     return template
 
@@ -99,14 +101,9 @@ def video_settings(folder: Path, family: str) -> dict[str, Any]:
     BaseVideoProcessor.get_video_processor_dict: processor_config.json → video_preprocessor_config.json
     → preprocessor_config.json)."""
     saved = _read_json(folder / "processor_config.json").get("video_processor")
-    saved = saved or _read_json(folder / "video_preprocessor_config.json") or _read_json(folder / "preprocessor_config.json")
-    settings = {**VIDEO_DEFAULTS.get(family, {}), **saved}
-    if "min_pixels" in settings or "max_pixels" in settings:  # Qwen2VLVideoProcessor.__init__ back-compat
-        size = dict(settings.get("size") or {})
-        size.setdefault("shortest_edge", settings.get("min_pixels"))
-        size.setdefault("longest_edge", settings.get("max_pixels"))
-        settings["size"] = size
-    return settings
+    for name in ("video_preprocessor_config.json", "preprocessor_config.json"):
+        saved = saved or _read_json(folder / name)
+    return {**VIDEO_DEFAULTS.get(family, {}), **saved}
 
 
 @dataclass(frozen=True)
@@ -169,9 +166,10 @@ def build_qwen2_5_vl(ctx: NativeContext, frames: np.ndarray, frame_times: tuple[
         raise NativeInputError("native qwen2_5_vl inputs assume CLIP mean/std and 1/255 rescaling, but the "
                                "checkpoint's video processor differs; install torchvision to use the processor")
     patch, temporal, merge = v["patch_size"], v["temporal_patch_size"], v["merge_size"]
-    if (patch, temporal, merge) != (vc.patch_size, vc.temporal_patch_size, vc.spatial_merge_size):
+    model_sizes = (vc.patch_size, vc.temporal_patch_size, vc.spatial_merge_size)
+    if (patch, temporal, merge) != model_sizes:
         raise NativeInputError(f"video processor patch/temporal/merge {(patch, temporal, merge)} disagree with "
-                               f"the model's vision_config {(vc.patch_size, vc.temporal_patch_size, vc.spatial_merge_size)}")
+                               f"the model's vision_config {model_sizes}")
     video = torch.from_numpy(np.ascontiguousarray(frames))  # [T, H, W, 3] uint8
     check_frames(video, patch, merge)
     pixels, grid = patchify(video, patch, temporal, merge)  # [t·h·w, 3·temporal·patch²]
@@ -268,7 +266,8 @@ class HFVideoAdapter(ModelAdapter):
                              "LMM (config.json, weights, tokenizer, processor configs); nothing is downloaded")
         self.path = Path(spec.path)
         if not (self.path / "config.json").is_file():
-            raise FileNotFoundError(f"{self.path}: no config.json; --model-path must be a saved transformers model folder")
+            raise FileNotFoundError(f"{self.path}: no config.json; --model-path must be a saved transformers "
+                                    "model folder")
         self.spec, self.device = spec, torch.device(spec.device)
         config = AutoConfig.from_pretrained(str(self.path), local_files_only=True)
         self.family = config.model_type
@@ -285,12 +284,14 @@ class HFVideoAdapter(ModelAdapter):
             from transformers import AutoTokenizer
 
             self.tokenizer = AutoTokenizer.from_pretrained(str(self.path), local_files_only=True)
-            self.chat_template = read_chat_template(self.path, self.tokenizer)
+            self.chat_template = read_chat_template(self.path)
             self.native = NativeContext(self.family, self.tokenizer, self.model.config,
                                         video_settings(self.path, self.family),
                                         _read_json(self.path / "processor_config.json"))
         self.eos_ids = _eos_ids(self.model, self.tokenizer)
-        self.video_token_id = int(self.model.config.video_token_id)
+        pad = self.tokenizer.pad_token_id
+        self.pad_id = int(pad) if pad is not None else (self.eos_ids or [0])[0]
+        self.video_token_id = self._video_token_id()
 
     def _choose_input_path(self, requested: Optional[str]) -> str:
         """"processor" | "native:<family>"; an unknown family without torchvision is an error."""
@@ -304,6 +305,14 @@ class HFVideoAdapter(ModelAdapter):
                 f"{', '.join(sorted(NATIVE_BUILDERS))}) and torchvision is not installed, which transformers' "
                 "video processors need; install torchvision (matching your torch) to use the processor")
         return f"native:{self.family}"
+
+    def _video_token_id(self) -> int:
+        """The id the model replaces by video features: its config's, else the processor's token."""
+        token_id = getattr(self.model.config, "video_token_id", None)
+        if token_id is None:
+            token = self.processor.video_token if self.input_path == "processor" else self.native.token("video", "")
+            token_id = self.tokenizer.convert_tokens_to_ids(token)
+        return int(token_id)
 
     def _prompt_text(self, prompt: Prompt) -> str:
         """The chat template applied as the processor applies it, plus the assistant prefix."""
@@ -326,6 +335,9 @@ class HFVideoAdapter(ModelAdapter):
         if self.input_path != "processor":
             return NATIVE_BUILDERS[self.family](self.native, req.frames, req.frame_times, text)
         kwargs = dict(self.video_kwargs)
+        if kwargs.get("do_resize") is False:  # the processor's patchify needs whole merged patches
+            vp = self.processor.video_processor
+            check_frames(req.frames, vp.patch_size, vp.merge_size)
         fps = sampled_fps(req.frame_times)
         if fps is not None:  # else the processor assumes 24 fps, as the native builders do
             t = int(req.frames.shape[0])
@@ -346,13 +358,12 @@ class HFVideoAdapter(ModelAdapter):
         with PeakMemory(self.device) as mem:
             t1 = timed()
             out = self.model.generate(**inputs, max_new_tokens=req.max_new_tokens, do_sample=False,
-                                      eos_token_id=self.eos_ids or None,
-                                      pad_token_id=self.tokenizer.pad_token_id or (self.eos_ids or [0])[0])
+                                      eos_token_id=self.eos_ids or None, pad_token_id=self.pad_id)
             if self.device.type == "cuda":
                 torch.cuda.synchronize(self.device)
         new = out[0, n_in:].tolist()
-        return Prediction(text=self.tokenizer.decode([t for t in new if t not in self.eos_ids], skip_special_tokens=True),
-                          prompt_tokens=n_in - n_video, video_tokens=n_video, output_tokens=len(new),
+        text = self.tokenizer.decode([t for t in new if t not in self.eos_ids], skip_special_tokens=True)
+        return Prediction(text=text, prompt_tokens=n_in - n_video, video_tokens=n_video, output_tokens=len(new),
                           timings={"preprocess_s": t1 - t0, "generate_total_s": timed() - t1},
                           peak_memory_bytes=mem.peak)
 
@@ -360,15 +371,18 @@ class HFVideoAdapter(ModelAdapter):
         return [self._one(req) for req in batch]
 
     def preprocessing(self) -> dict[str, Any]:
-        """What was done to the frames before the model (recorded in describe())."""
+        """What was done to the frames before the model (recorded in describe(), JSON-safe)."""
+        keys = ("size", "resample", "rescale_factor", "image_mean", "image_std")
         if self.input_path == "processor":
             vp = self.processor.video_processor
-            return {"video_processor": type(vp).__name__, "call_kwargs": self.video_kwargs,
-                    **{k: getattr(vp, k, None) for k in ("size", "resample", "image_mean", "image_std")}}
-        keys = ("do_resize", "size", "resample", "rescale_factor", "image_mean", "image_std",
-                "patch_size", "temporal_patch_size", "merge_size")
-        return {"frame_sampling": "none (frames as given)",
-                **{k: self.native.video[k] for k in keys if k in self.native.video}}
+            rec = {"video_processor": type(vp).__name__, "call_kwargs": self.video_kwargs,
+                   **{k: getattr(vp, k, None) for k in keys}}
+        else:
+            v = self.native.video
+            resize = "none (frames as given)" if self.family == "qwen2_5_vl" else \
+                f"{PIL_RESAMPLE.get(int(v.get('resample', 3)))} (antialiased, as torchvision) to {v.get('size')}"
+            rec = {"frame_sampling": "none (frames as given)", "resize": resize, **{k: v.get(k) for k in keys[2:]}}
+        return json.loads(json.dumps(rec, default=lambda o: dict(o) if hasattr(o, "keys") else str(o)))
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "model_type": self.family, "architecture": type(self.model).__name__,
