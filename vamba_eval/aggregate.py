@@ -16,10 +16,10 @@ Rules shared by the multiple-choice benchmarks:
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 from vamba_eval.records import Estimate, TaskResult
-from vamba_eval.stats import accuracy_estimate
+from vamba_eval.stats import accuracy_estimate, mean_estimate
 from vamba_eval.types import ScoredSample
 
 
@@ -56,6 +56,57 @@ def aggregate_accuracy(
         breakdowns={axis: breakdown(scored, axis) for axis in breakdowns},
         n=n_total,
         n_scored=sum(1 for s in scored if s.correct is not None),
+        n_failed=sum(1 for s in scored if s.error is not None),
+        n_unparsed=sum(1 for s in scored if s.unparsed),
+        n_flagged={name: flags[name] for name in sorted(flags)},
+        notes=list(notes),
+    )
+    return result.model_dump(mode="json")
+
+
+# --------------------------------------------------------------------------- graded scores
+# Judge-scored tasks (G-VEval, MLVU generation): a sample counts when it has a ``score`` and no
+# error; failed samples are left out of the mean and counted in ``n_failed`` (a task whose
+# official rule counts failures as 0 must put that 0 in ``score`` itself).
+
+
+def mean_of(samples: Sequence[ScoredSample], bounds: Optional[tuple[float, float]] = None) -> Estimate:
+    """Mean-score estimate over the samples with a score; the interval clipped to ``bounds``."""
+    counted = [s for s in samples if s.score is not None and s.error is None]
+    est = mean_estimate([float(s.score) for s in counted], [s.video_key for s in counted])
+    if bounds is None or est.ci95 is None:
+        return est
+    return est.model_copy(update={"ci95": [max(bounds[0], est.ci95[0]), min(bounds[1], est.ci95[1])]})
+
+
+def aggregate_mean(
+    scored: Sequence[ScoredSample],
+    *,
+    task: str,
+    title: str,
+    scoring: str,
+    metric: str,
+    n_total: int,
+    breakdowns: Sequence[str] = (),
+    extra_breakdowns: Optional[Mapping[str, Mapping[str, Estimate]]] = None,
+    bounds: Optional[tuple[float, float]] = None,
+    notes: Sequence[str] = (),
+) -> dict[str, Any]:
+    """Overall + per-axis mean scores (clustered by video) and failure/flag counts, as a JSON dict.
+
+    ``breakdowns`` are category axes of the samples (multi-label samples count toward every label);
+    ``extra_breakdowns`` are axes the task computed itself (e.g. G-VEval's ACCR dimensions)."""
+    flags = Counter(flag for s in scored for flag in s.flags)
+    axes: dict[str, dict[str, Estimate]] = {}
+    for axis in breakdowns:
+        labels = sorted({label for s in scored for label in s.categories.get(axis, ())})
+        axes[axis] = {label: mean_of([s for s in scored if label in s.categories.get(axis, ())], bounds)
+                      for label in labels}
+    axes.update({axis: dict(rows) for axis, rows in (extra_breakdowns or {}).items()})
+    result = TaskResult(
+        task=task, title=title, metric=metric, scoring=scoring, overall=mean_of(scored, bounds), breakdowns=axes,
+        n=n_total,
+        n_scored=sum(1 for s in scored if s.score is not None and s.error is None),
         n_failed=sum(1 for s in scored if s.error is not None),
         n_unparsed=sum(1 for s in scored if s.unparsed),
         n_flagged={name: flags[name] for name in sorted(flags)},

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 from typing import Any, Optional
@@ -62,6 +63,14 @@ def run(
     scoring: Optional[str] = typer.Option(None, help="official (default) | lmms-eval."),
     subtitles: Optional[bool] = typer.Option(None, "--subtitles/--no-subtitles", help="Video-MME subtitles."),
     workers: Optional[int] = typer.Option(None, help="Background decode threads."),
+    judge_model: Optional[str] = typer.Option(None, help="LLM judge model (G-VEval, MLVU generation)."),
+    judge_base_url: Optional[str] = typer.Option(None, help="OpenAI-compatible judge endpoint."),
+    judge_api_key_env: Optional[str] = typer.Option(None, help="Env var holding the judge API key "
+                                                    "(default OPENAI_API_KEY; the key is never recorded)."),
+    judge_prompts: Optional[str] = typer.Option(None, help="Folder with the benchmark authors' judge prompts "
+                                                "(default: our labelled paraphrases)."),
+    gveval_mode: Optional[str] = typer.Option(None, help="G-VEval: reference-free | reference-only | combined."),
+    gveval_accr: Optional[bool] = typer.Option(None, "--gveval-accr/--no-gveval-accr", help="G-VEval ACCR variant."),
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="run.yaml with the same keys; flags override."),
     no_report: bool = typer.Option(False, "--no-report", help="Skip report.html."),
 ) -> None:
@@ -72,7 +81,9 @@ def run(
     overrides = dict(tasks=tasks, model=model, model_path=model_path, data_dir=parse_data_dir(data_dir or []),
                      frames=frames, max_edge=max_edge, min_edge=min_edge, limit=limit, output=output,
                      resume=resume, seed=seed, device=device, dtype=dtype, ssm_backend=ssm_backend,
-                     chunk_frames=chunk_frames, compile=compile, scoring=scoring, subtitles=subtitles, workers=workers)
+                     chunk_frames=chunk_frames, compile=compile, scoring=scoring, subtitles=subtitles, workers=workers,
+                     judge_model=judge_model, judge_base_url=judge_base_url, judge_api_key_env=judge_api_key_env,
+                     judge_prompts=judge_prompts, gveval_mode=gveval_mode, gveval_accr=gveval_accr)
     cfg = build_config(config, overrides)
     from vamba_eval.registry import get_model_factory, get_task
 
@@ -124,6 +135,31 @@ def demo_data(folder: Path = typer.Argument(..., help="Where to write the demo r
     for name in [t.strip() for t in tasks.split(",") if t.strip()]:
         out = get_task(name).write_demo(folder / name, seed)
         typer.echo(f"{name}: {out}")
+
+
+@app.command("gveval-meta")
+def gveval_meta(
+    file: Path = typer.Argument(..., help="MSVD-Eval-format JSON (human scores per annotator)."),
+    video_root: Optional[Path] = typer.Option(None, help="Folder of the clips (default: <file dir>/YouTubeClips)."),
+    mode: str = typer.Option("reference-only", help="reference-free | reference-only | combined."),
+    accr: bool = typer.Option(True, "--accr/--no-accr", help="Score the four ACCR dimensions."),
+    limit: Optional[int] = typer.Option(None, help="Only the first N items."),
+    workers: int = typer.Option(4, help="Parallel judge requests."),
+    judge_model: str = typer.Option(..., help="Judge model."),
+    judge_base_url: Optional[str] = typer.Option(None, help="OpenAI-compatible endpoint."),
+    judge_api_key_env: str = typer.Option("OPENAI_API_KEY", help="Env var holding the key."),
+    judge_prompts: Optional[str] = typer.Option(None, help="The G-VEval authors' prompt folder."),
+    out: Optional[Path] = typer.Option(None, help="Write the full JSON here."),
+) -> None:
+    """Meta-evaluate the G-VEval judge: Kendall τ-b against human scores (MSVD-Eval format)."""
+    from vamba_eval.judge import make_judge
+    from vamba_eval.tasks.gveval import meta_evaluate
+
+    judge = make_judge(judge_model, judge_base_url, api_key_env=judge_api_key_env, prompts_dir=judge_prompts)
+    result = meta_evaluate(file, judge, mode, accr=accr, video_root=video_root, limit=limit, workers=workers)
+    typer.echo(json.dumps(result["correlations"], indent=2))
+    if out is not None:
+        out.write_text(json.dumps(result, indent=2, default=str) + "\n", encoding="utf-8")
 
 
 def main(argv: Optional[list[str]] = None) -> None:

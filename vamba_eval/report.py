@@ -175,20 +175,25 @@ def _chart(rows: list[dict[str, Any]], width: int = 440, label_w: int = 150, row
             "ticks": [{"x": scale(t), "label": str(t)} for t in (0, 25, 50, 75, 100)], "value_x": width - 48}
 
 
-def _estimate_row(label: str, est: Estimate) -> dict[str, Any]:
+def _estimate_row(label: str, est: Estimate, unit: str = "%") -> dict[str, Any]:
     ci = est.ci95 if est.ci95 and len(est.ci95) == 2 else None
-    return {"label": label, "value": est.value, "value_s": "—" if est.value is None else f"{est.value:.1f}%",
+    return {"label": label, "value": est.value, "value_s": "—" if est.value is None else f"{est.value:.1f}{unit}",
             "ci": ci, "ci_s": "—" if ci is None else f"{ci[0]:.1f} – {ci[1]:.1f}", "n": est.n, "correct": est.correct,
             "n_clusters": est.n_clusters, "stderr_s": "—" if est.stderr is None else f"±{est.stderr:.2f}"}
+
+
+def _unit(tr: TaskResult) -> str:
+    """Accuracies are percentages; graded metrics (judge scores) are plain numbers."""
+    return "%" if tr.metric == "accuracy" else ""
 
 
 def _task_view(name: str, tr: TaskResult, dataset: dict[str, Any]) -> dict[str, Any]:
     breakdowns = []
     for axis, cats in tr.breakdowns.items():
-        rows = [_estimate_row(label, est) for label, est in cats.items()]
+        rows = [_estimate_row(label, est, _unit(tr)) for label, est in cats.items()]
         breakdowns.append({"axis": axis, "rows": rows, "chart": _chart(rows)})
     return {"name": name, "title": tr.title or name, "metric": tr.metric, "scoring": tr.scoring,
-            "overall": _estimate_row(name, tr.overall), "n": tr.n, "n_scored": tr.n_scored,
+            "overall": _estimate_row(name, tr.overall, _unit(tr)), "n": tr.n, "n_scored": tr.n_scored,
             "n_failed": tr.n_failed, "n_unparsed": tr.n_unparsed, "flags": dict(tr.n_flagged),
             "notes": list(tr.notes), "breakdowns": breakdowns, "dataset": redact(dataset) if dataset else {}}
 

@@ -83,3 +83,60 @@ def accuracy_estimate(correct: list[bool], clusters: list[str]) -> Estimate:
         low, high = wilson_ci(k, n)
         ci = [100.0 * low, 100.0 * high]
     return Estimate(value=value, correct=k, n=n, stderr=stderr, ci95=ci, n_clusters=n_clusters)
+
+
+# --------------------------------------------------------------------------- mean scores (appended for
+# graded tasks such as MLVU's generation tasks, and for macro averages such as MLVU's M-Avg)
+
+
+def mean_estimate(values: Sequence[float], clusters: Sequence[str]) -> Estimate:
+    """Mean of graded scores (no percent scaling) with a video-clustered standard error.
+
+    * ``value`` = arithmetic mean; ``None`` (no stderr / interval) when there are no values.
+    * ``stderr`` = ``clustered_stderr`` (clusters = videos); ``None`` with fewer than 2 clusters.
+    * ``ci95`` = value ± 1.96 · stderr (Wald on the clustered SE; not clipped — the caller knows
+      the score's range); ``None`` when there is no stderr.
+    * ``correct`` is None: a mean score is not "k of n".
+    """
+    if len(values) != len(clusters):
+        raise ValueError(f"mean_estimate: {len(values)} values but {len(clusters)} cluster labels")
+    n = len(values)
+    n_clusters = len({str(c) for c in clusters})
+    if n == 0:
+        return Estimate(value=None, correct=None, n=0, stderr=None, ci95=None, n_clusters=0)
+    x = np.asarray(values, dtype=float)
+    value = float(x.mean())
+    if n_clusters < 2:
+        return Estimate(value=value, correct=None, n=n, stderr=None, ci95=None, n_clusters=n_clusters)
+    stderr = clustered_stderr(x, [str(c) for c in clusters])
+    return Estimate(value=value, correct=None, n=n, stderr=stderr,
+                    ci95=[value - Z95 * stderr, value + Z95 * stderr], n_clusters=n_clusters)
+
+
+def macro_estimate(parts: Sequence[Estimate], divisor: Optional[int] = None,
+                   bounds: Optional[tuple[float, float]] = None) -> Estimate:
+    """Unweighted mean of the parts' values (e.g. MLVU's M-Avg over per-task accuracies).
+
+    Parts whose ``value`` is None are left out; ``divisor`` (default: the number of parts with a
+    value) lets a caller reproduce a rule that divides by a fixed number of parts, absent ones
+    counting 0. The parts are treated as independent (disjoint videos), so
+    ``stderr = √(Σ stderr_p²) / divisor`` — None when any used part has no stderr.
+    ``ci95`` = value ± 1.96 · stderr, clipped to ``bounds`` when given; None when stderr is 0. ``n`` and ``n_clusters``
+    are summed; ``correct`` is None (a macro mean is not "k of n").
+    """
+    used = [p for p in parts if p.value is not None]
+    k = divisor if divisor is not None else len(used)
+    n = sum(p.n for p in parts)
+    n_clusters = sum(p.n_clusters for p in parts)
+    if k <= 0 or not used:
+        return Estimate(value=None, correct=None, n=n, stderr=None, ci95=None, n_clusters=n_clusters)
+    value = sum(float(p.value) for p in used) / k
+    if any(p.stderr is None for p in used):
+        return Estimate(value=value, correct=None, n=n, stderr=None, ci95=None, n_clusters=n_clusters)
+    stderr = math.sqrt(sum(float(p.stderr) ** 2 for p in used)) / k
+    if stderr == 0.0:  # every part all-right / all-wrong: no interval that claims certainty
+        return Estimate(value=value, correct=None, n=n, stderr=stderr, ci95=None, n_clusters=n_clusters)
+    low, high = value - Z95 * stderr, value + Z95 * stderr
+    if bounds is not None:
+        low, high = max(bounds[0], low), min(bounds[1], high)
+    return Estimate(value=value, correct=None, n=n, stderr=stderr, ci95=[low, high], n_clusters=n_clusters)

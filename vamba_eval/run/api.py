@@ -86,10 +86,11 @@ def evaluate(config: Optional[RunConfig] = None, *, config_file: Optional[Path] 
     model = get_model_factory(cfg.model)(ModelSpec(cfg.model, cfg.model_path, cfg.device, cfg.dtype,
                                                    cfg.ssm_backend, cfg.seed, cfg.chunk_frames, cfg.compile)) if units else None
     info = model.describe() if model else store.read_config(run_dir).get("model", {})
+    judge, judge_info = _judge_for(cfg, plans)
     _banner(plans, info)
-    _write_config(run_dir, cfg, plans, info)
+    _write_config(run_dir, cfg, plans, {**info, **({"judge": judge_info} if judge_info else {})})
     if units:
-        _execute(run_dir, cfg, plans, units, model, total, total - len(units))
+        _execute(run_dir, cfg, plans, units, model, total, total - len(units), judge)
     results = compute_results(run_dir, plans, cfg)
     if report:
         render(run_dir)
@@ -98,8 +99,29 @@ def evaluate(config: Optional[RunConfig] = None, *, config_file: Optional[Path] 
     return results
 
 
+def _judge_for(cfg: RunConfig, plans: list[TaskPlan]) -> tuple[Any, dict[str, Any]]:
+    """The LLM judge for judge-scored tasks (checked before any inference), and what to record."""
+    judged = [p.task for p in plans if p.task.judge_score is not None]
+    if not judged:
+        return None, {}
+    from vamba_eval.judge import build_judge
+
+    judge = build_judge(cfg)
+    if judge is None:
+        print(f"[vamba-eval] !!! {', '.join(t.name for t in judged)}: scored by an LLM judge and none is "
+              "configured (--judge-model / --judge-base-url): every sample will be a recorded JudgeUnavailable "
+              "error, never a score.", file=sys.stderr)
+        return None, {"configured": False}
+    info = {"configured": True, **judge.describe()}
+    for task in judged:
+        check = task.extra.get("check_judge")
+        if check is not None:
+            info[task.name] = check(judge)
+    return judge, info
+
+
 def _execute(run_dir: Path, cfg: RunConfig, plans: list[TaskPlan], units: list, model: Any, total: int,
-             done: int) -> None:
+             done: int, judge: Any = None) -> None:
     from vamba_eval.video import FrameCache
     from vamba_eval.run.plan import cache_root
 
@@ -115,7 +137,7 @@ def _execute(run_dir: Path, cfg: RunConfig, plans: list[TaskPlan], units: list, 
             run_local(units, {p.task.name: p.task for p in plans}, model, on_record,
                       use_subtitles=cfg.subtitles, scoring=cfg.scoring,
                       max_new_tokens={p.task.name: p.max_new_tokens for p in plans},
-                      workers=cfg.workers, cache=cache, thumbs=run_dir / "thumbs")
+                      workers=cfg.workers, cache=cache, thumbs=run_dir / "thumbs", judge=judge)
         except KeyboardInterrupt:
             print(f"\n[vamba-eval] interrupted: {progress.done}/{total} samples saved in {run_dir}; "
                   "continue with the same command plus --resume", file=sys.stderr)

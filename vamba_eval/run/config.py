@@ -51,6 +51,8 @@ class RunConfig(BaseModel):
     judge_model: Optional[str] = None
     judge_api_key_env: str = "OPENAI_API_KEY"
     judge_prompts: Optional[str] = None  # folder with the benchmark authors' judge prompt files
+    gveval_mode: Literal["reference-free", "reference-only", "combined"] = "reference-free"
+    gveval_accr: bool = False
     workers: int = Field(2, ge=1, le=32)  # decode threads
     frame_cache: bool = True
     progress: bool = True

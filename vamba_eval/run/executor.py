@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 from vamba_eval.models.base import ModelAdapter
 from vamba_eval.records import SampleRecord
@@ -47,14 +47,14 @@ class Progress:
 def run_local(units: Sequence[WorkUnit], tasks: dict[str, TaskDef], model: ModelAdapter,
               on_record: Callable[[SampleRecord], None], *, use_subtitles: bool, scoring: str,
               max_new_tokens: dict[str, int], workers: int = 2, cache: Optional[FrameCache] = None,
-              thumbs: Optional[Path] = None) -> int:
+              thumbs: Optional[Path] = None, judge: Any = None) -> int:
     """Run ``units`` in order; each finished record goes to ``on_record`` at once. Returns the count."""
     n = 0
     stream = prefetch(units, lambda u: decode(u, cache), workers=workers, depth=2 * workers)
     try:
         for unit, decoded in stream:
             record = run_unit(unit, tasks[unit.task], decoded, model, use_subtitles=use_subtitles,
-                              scoring=scoring, max_new_tokens=max_new_tokens[unit.task])
+                              scoring=scoring, max_new_tokens=max_new_tokens[unit.task], judge=judge)
             if thumbs is not None and not isinstance(decoded, BaseException):
                 write_contact_sheet(thumbs, unit.task, unit.sample.sample_id, decoded.frames)
             on_record(record)

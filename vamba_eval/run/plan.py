@@ -20,7 +20,9 @@ from vamba_eval.video import FrameSpec
 
 DEMO_VERSION = "v1"
 DEMO_MAX_EDGE = 224  # demo videos are small; keep their size (rounded to 28) instead of upscaling
-FORMAT_NAMES = {"lvbench": "LVBench", "videomme": "Video-MME"}
+FORMAT_NAMES = {"lvbench": "LVBench", "videomme": "Video-MME", "mlvu": "MLVU", "mlvu_gen": "MLVU",
+                "longvideobench": "LongVideoBench", "longvideobench_test": "LongVideoBench", "mvbench": "MVBench",
+                "gveval": "G-VEval"}
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,256 @@
+"""The LLM judge client (G-VEval, MLVU generation tasks): the ONLY module that imports ``openai``.
+
+    judge = build_judge(run_config)          # None when no judge is configured
+    reply = judge.chat(messages, temperature=1, logprobs=True, top_logprobs=5)
+    reply.text, reply.tokens[i].token, reply.tokens[i].top   # plain data, no SDK objects
+
+Any OpenAI-compatible server works (``judge_base_url``: OpenAI, Azure-compatible proxies, vLLM,
+SGLang …). The API key is read from the environment variable named by ``api_key_env`` when the
+client is first needed; it is never logged, never put in a record, a message or ``describe()``,
+and it is not pickled (a Ray actor re-reads it from its own environment).
+
+Failures: transport errors, timeouts, HTTP 408/409/429 and 5xx are retried with exponential
+backoff up to ``max_retries`` times; then — and at once for other HTTP errors (400, 401 …) —
+``JudgeUnavailable`` is raised, which a run records as the sample's error (never a score).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Optional, Sequence
+from urllib.parse import urlsplit, urlunsplit
+
+from vamba_eval.run.config import ConfigFileError
+from vamba_eval.run.process import JudgeUnavailable
+
+DEFAULT_BASE_URL = "https://api.openai.com/v1"
+RETRY_STATUS = frozenset({408, 409, 429})
+_KEY_LIKE = re.compile(r"sk-[A-Za-z0-9_\-*.]{4,}")
+REDACTED = "[redacted]"
+
+
+class JudgeConfigError(ConfigFileError):
+    """The judge settings are incomplete (no model, no API key in the environment …)."""
+
+
+class _BadReply(Exception):
+    """A 200 reply without the expected structure (retried like a transport error)."""
+
+
+class JudgeReplyUnusable(JudgeUnavailable):
+    """The judge answered, but never in a form the metric can score (after the metric's retries)."""
+
+
+@dataclass(frozen=True)
+class JudgeConfig:
+    """How to reach the judge. ``None`` sampling values are left to the caller / the server."""
+
+    model: str
+    base_url: Optional[str] = None  # None: the OpenAI API
+    api_key_env: str = "OPENAI_API_KEY"
+    temperature: Optional[float] = None
+    top_p: Optional[float] = None
+    max_tokens: Optional[int] = None
+    timeout_s: float = 120.0
+    max_retries: int = 3
+    backoff_s: float = 1.0  # first retry waits this long, then ×2 each time (capped at 60 s)
+    prompts_dir: Optional[str] = None  # folder with the benchmark authors' prompt files
+
+
+@dataclass(frozen=True)
+class TokenLogprob:
+    """One generated token, its log-probability and its top alternatives ``(token, logprob)``."""
+
+    token: str
+    logprob: float
+    top: tuple[tuple[str, float], ...] = ()
+
+
+@dataclass(frozen=True)
+class JudgeReply:
+    """The judge's answer as plain data (no SDK objects, nothing secret)."""
+
+    text: str
+    tokens: tuple[TokenLogprob, ...] = ()
+    model: str = ""
+    finish_reason: Optional[str] = None
+    usage: Mapping[str, int] = field(default_factory=dict)
+    api_attempts: int = 1
+
+    def to_record(self) -> dict[str, Any]:
+        """Small JSON-safe summary for sample records (the token list is left out)."""
+        return {"text": scrub(self.text), "model": self.model, "finish_reason": self.finish_reason,
+                "usage": dict(self.usage), "n_generated": len(self.tokens), "api_attempts": self.api_attempts}
+
+
+def scrub(text: str, secret: Optional[str] = None) -> str:
+    """``text`` without ``secret`` and without anything that looks like an OpenAI key."""
+    if secret:
+        text = text.replace(secret, REDACTED)
+    return _KEY_LIKE.sub(REDACTED, text)
+
+
+def safe_url(url: Optional[str]) -> str:
+    """The base URL without user info, query or fragment (those may carry credentials)."""
+    if not url:
+        return DEFAULT_BASE_URL
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    netloc = host + (f":{parts.port}" if parts.port else "")
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+def _openai() -> Any:
+    try:
+        import openai
+    except ImportError as err:  # pragma: no cover - openai is a declared dependency
+        raise JudgeUnavailable("the LLM judge needs the openai package: pip install openai") from err
+    return openai
+
+
+class Judge:
+    """A chat-completions client with retries; ``options`` carries run-config task settings
+    (e.g. ``gveval_mode``) to the tasks that read them."""
+
+    def __init__(self, config: JudgeConfig, options: Optional[Mapping[str, Any]] = None) -> None:
+        self.config = config
+        self.options: dict[str, Any] = dict(options or {})
+        self._client: Any = None
+        self._lock = threading.Lock()
+
+    # -- pickling (Ray actors): never ship the client, which holds the key
+    def __getstate__(self) -> dict[str, Any]:
+        return {"config": self.config, "options": self.options}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["config"], state["options"])
+
+    def describe(self) -> dict[str, Any]:
+        """What to record about the judge: never the key (only the NAME of its variable)."""
+        c = self.config
+        return {"model": c.model, "base_url": safe_url(c.base_url), "api_key_env": c.api_key_env,
+                "temperature": c.temperature, "top_p": c.top_p, "max_tokens": c.max_tokens,
+                "max_retries": c.max_retries, "timeout_s": c.timeout_s,
+                "prompts": c.prompts_dir or "built-in paraphrases (vamba-eval; not the benchmark authors' text)",
+                "options": dict(self.options)}
+
+    def _key(self) -> str:
+        key = os.environ.get(self.config.api_key_env)
+        if not key:
+            raise JudgeUnavailable(missing_key_message(self.config.api_key_env))
+        return key
+
+    def _get_client(self) -> Any:
+        with self._lock:
+            if self._client is None:
+                self._client = _openai().OpenAI(base_url=self.config.base_url or None, api_key=self._key(),
+                                                timeout=self.config.timeout_s, max_retries=0)
+            return self._client
+
+    def chat(self, messages: Sequence[Mapping[str, Any]], *, temperature: Optional[float] = None,
+             top_p: Optional[float] = None, logprobs: bool = False, top_logprobs: Optional[int] = None,
+             max_tokens: Optional[int] = None) -> JudgeReply:
+        """One chat completion; arguments left None fall back to the config, then to the server."""
+        params = self._params(messages, temperature, top_p, logprobs, top_logprobs, max_tokens)
+        client = self._get_client()
+        openai = _openai()
+        problem = ""
+        for attempt in range(self.config.max_retries + 1):
+            if attempt:
+                time.sleep(min(60.0, self.config.backoff_s * 2 ** (attempt - 1)))
+            try:
+                return _reply(client.chat.completions.create(**params), attempt + 1)
+            except openai.APIStatusError as err:
+                problem = f"HTTP {err.status_code}: {_message(err)}"
+                if err.status_code not in RETRY_STATUS and err.status_code < 500:
+                    raise JudgeUnavailable(self._fail(problem, attempt + 1, "the request was refused")) from None
+            except (openai.APIConnectionError, openai.APIResponseValidationError, _BadReply) as err:
+                problem = f"{type(err).__name__}: {_message(err)}"
+        raise JudgeUnavailable(self._fail(problem, self.config.max_retries + 1, "no usable answer"))
+
+    def _params(self, messages: Sequence[Mapping[str, Any]], temperature: Optional[float],
+                top_p: Optional[float], logprobs: bool, top_logprobs: Optional[int],
+                max_tokens: Optional[int]) -> dict[str, Any]:
+        c = self.config
+        params: dict[str, Any] = {"model": c.model, "messages": list(messages)}
+        for name, value in (("temperature", temperature if temperature is not None else c.temperature),
+                            ("top_p", top_p if top_p is not None else c.top_p),
+                            ("max_tokens", max_tokens if max_tokens is not None else c.max_tokens)):
+            if value is not None:
+                params[name] = value
+        if logprobs:
+            params["logprobs"] = True
+            if top_logprobs is not None:
+                params["top_logprobs"] = int(top_logprobs)
+        return params
+
+    def _fail(self, problem: str, attempts: int, what: str) -> str:
+        text = (f"judge {self.config.model} at {safe_url(self.config.base_url)}: {what} after {attempts} "
+                f"attempt{'s' if attempts != 1 else ''} ({problem}). Check the server, the model name and "
+                f"${self.config.api_key_env}.")
+        return scrub(text, os.environ.get(self.config.api_key_env))
+
+
+def _message(err: BaseException) -> str:
+    body = getattr(err, "body", None)
+    inner = body.get("error", body) if isinstance(body, dict) else None
+    text = (inner.get("message") if isinstance(inner, dict) else None) or getattr(err, "message", None) or str(err)
+    return " ".join(str(text).split())[:300]
+
+
+def _tokens(choice: Any) -> tuple[TokenLogprob, ...]:
+    content = getattr(getattr(choice, "logprobs", None), "content", None) or []
+    out = []
+    for item in content:
+        top = tuple((str(t.token), float(t.logprob)) for t in (getattr(item, "top_logprobs", None) or []))
+        out.append(TokenLogprob(str(item.token), float(item.logprob), top))
+    return tuple(out)
+
+
+def _reply(response: Any, attempts: int) -> JudgeReply:
+    choices = getattr(response, "choices", None) or []
+    if not choices or getattr(choices[0], "message", None) is None:
+        raise _BadReply("the reply has no choices/message")
+    choice = choices[0]
+    usage = getattr(response, "usage", None)
+    counts = {k: int(getattr(usage, k)) for k in ("prompt_tokens", "completion_tokens")
+              if usage is not None and getattr(usage, k, None) is not None}
+    return JudgeReply(text=choice.message.content or "", tokens=_tokens(choice), model=str(response.model or ""),
+                      finish_reason=choice.finish_reason, usage=counts, api_attempts=attempts)
+
+
+def missing_key_message(env: str) -> str:
+    return (f"the LLM judge needs an API key in the environment variable ${env} (not set). Export it "
+            f"(a local server without auth accepts any value, e.g. {env}=EMPTY), or name another "
+            "variable with --judge-api-key-env.")
+
+
+def make_judge(model: Optional[str], base_url: Optional[str] = None, *, api_key_env: str = "OPENAI_API_KEY",
+               prompts_dir: Optional[str] = None, options: Optional[Mapping[str, Any]] = None,
+               **settings: Any) -> Judge:
+    """A judge from explicit settings; checks the model name, the prompt folder and the key now."""
+    if not model:
+        raise JudgeConfigError("--judge-model is required with --judge-base-url (e.g. gpt-4o-2024-05-13)")
+    if prompts_dir is not None and not os.path.isdir(os.path.expanduser(prompts_dir)):
+        raise JudgeConfigError(f"--judge-prompts {prompts_dir}: not a folder")
+    if not os.environ.get(api_key_env):
+        raise JudgeConfigError(missing_key_message(api_key_env))
+    folder = os.path.expanduser(prompts_dir) if prompts_dir else None
+    return Judge(JudgeConfig(model=model, base_url=base_url, api_key_env=api_key_env, prompts_dir=folder,
+                             **settings), options)
+
+
+OPTION_KEYS = ("gveval_mode", "gveval_accr")  # run-config keys handed to the tasks through Judge.options
+
+
+def build_judge(cfg: Any) -> Optional[Judge]:
+    """The run's judge, or None when neither ``judge_model`` nor ``judge_base_url`` is set."""
+    if not cfg.judge_model and not cfg.judge_base_url:
+        return None
+    options = {k: getattr(cfg, k) for k in OPTION_KEYS if getattr(cfg, k, None) is not None}
+    return make_judge(cfg.judge_model, cfg.judge_base_url, api_key_env=cfg.judge_api_key_env,
+                      prompts_dir=cfg.judge_prompts, options=options)
