@@ -17,7 +17,7 @@ from vamba_eval.models.base import ModelAdapter
 from vamba_eval.records import SampleError, SampleRecord
 from vamba_eval.task_api import PromptContext, TaskDef
 from vamba_eval.types import Prompt, Request, Sample
-from vamba_eval.video import DecodedVideo, FrameCache, FrameSpec, VideoError, load_frames
+from vamba_eval.video import DecodedVideo, FrameCache, FrameSpec, VideoError, VideoNotFound, load_frames
 
 
 class JudgeUnavailable(RuntimeError):
@@ -65,6 +65,9 @@ def base_record(unit: WorkUnit) -> dict[str, Any]:
 
 def error_record(unit: WorkUnit, err: BaseException, **extra: Any) -> SampleRecord:
     message = str(err) or repr(err)
+    hint = unit.sample.meta.get("video_not_found_hint")
+    if isinstance(err, VideoNotFound) and hint:  # e.g. MVBench's NTU RGB+D videos the user must fetch
+        message = f"{message} {hint}"
     return SampleRecord(**base_record(unit), **extra, error=SampleError(type=type(err).__name__, message=message))
 
 
