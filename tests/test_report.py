@@ -230,7 +230,7 @@ def test_pagination_keeps_interesting_samples_inline(tmp_path: Path) -> None:
     assert [p.name for p in run.glob("samples-*.html")] == ["samples-9.html"]
 
 
-def test_repeated_sample_lines_keep_latest(tmp_path: Path) -> None:
+def test_repeated_sample_lines_keep_the_first_like_results(tmp_path: Path) -> None:
     run = build_run(tmp_path)
     retry = sample("lvbench", "lv-4", response="C", extracted="C", correct=False, attempt=2)
     with (run / "samples.jsonl").open("a", encoding="utf-8") as fh:
@@ -238,7 +238,7 @@ def test_repeated_sample_lines_keep_latest(tmp_path: Path) -> None:
     html = render_run_report(run).read_text(encoding="utf-8")
     assert "1 repeated sample line(s)" in html
     assert len(re.findall(r'<details class="sample ', html)) == 6
-    assert "attempt 2" in html
+    assert "attempt 2" not in html  # results.json counted the first complete line
 
 
 def test_thumbnail_embedded_as_data_uri(tmp_path: Path) -> None:

@@ -15,6 +15,11 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="Evaluate long-video multimodal models (VAMBA and baselines) exactly, fast and resumably.")
 
 
+from vamba_eval.cli_extra import register  # noqa: E402  (leaderboard, export, regress)
+
+register(app)
+
+
 class UserError(Exception):
     """Errors whose message is the whole story (no traceback)."""
 

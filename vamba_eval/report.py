@@ -29,7 +29,7 @@ TEMPLATE = "run_report.html.j2"
 MACROS = "macros.html.j2"
 CSS = "report.css"
 SECRET_NAME = re.compile(r"key|token|secret|password", re.IGNORECASE)
-KEY_LIKE = re.compile(r"sk-[A-Za-z0-9_\-]{16,}|hf_[A-Za-z0-9]{30,}|AKIA[0-9A-Z]{16}")
+KEY_LIKE = re.compile(r"(?<![A-Za-z0-9_\-])(?:sk-[A-Za-z0-9_\-]{16,}|hf_[A-Za-z0-9]{30,}|AKIA[0-9A-Z]{16})")
 REDACTED = "[redacted]"
 ENV_VAR_KEYS = frozenset({"env", "environ", "env_vars", "environment_variables"})
 THUMB_MAX_BYTES = 512 * 1024
@@ -86,7 +86,8 @@ def _read_json(path: Path) -> Any:
 
 
 def read_samples(path: Path) -> tuple[list[SampleRecord], list[str]]:
-    """Parse samples.jsonl; skip a torn last line; keep the latest line per (task, sample_id)."""
+    """Parse samples.jsonl; skip a torn last line; keep the FIRST complete line per (task, sample_id),
+    the same rule as ``run.store.load_records`` (so the report shows what results.json counted)."""
     if not path.exists():
         return [], [f"{path.name} not found: no per-sample data in this report"]
     lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
@@ -107,10 +108,10 @@ def read_samples(path: Path) -> tuple[list[SampleRecord], list[str]]:
             first = exc.errors()[0].get("msg", "invalid record")
             raise ValueError(f"{path}:{i + 1}: not a valid sample record ({first}); fix or delete that line") from None
         duplicates += (rec.task, rec.sample_id) in records
-        records[(rec.task, rec.sample_id)] = rec
+        records.setdefault((rec.task, rec.sample_id), rec)
     if duplicates:
         notes.append(f"{path.name}: {duplicates} repeated sample line(s) (retries / at-least-once delivery); "
-                     "the latest line of each sample is shown")
+                     "the first complete line of each sample is shown (as results.json counts it)")
     return list(records.values()), notes
 
 

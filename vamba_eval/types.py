@@ -60,11 +60,33 @@ class Prompt:
 
     The video comes first in the user turn, then ``user``; ``assistant_prefix`` is text the
     assistant turn starts with (e.g. MVBench's "Best option:("), which the model continues.
+
+    ``interleave`` puts text INSIDE the video (LongVideoBench's subtitles between frames): entries
+    ``(k, text)``, in order, each meaning "after the first ``k`` frames of the request, insert
+    ``text``" (``0 <= k <= T``; ``k == 0``: before the first frame, ``k == T``: after the last).
+    ``k`` never decreases; entries sharing a ``k`` follow one another in order. Empty (the
+    default): the whole video, then ``user``. With entries, the order is frames and texts as
+    given, then ``user``. How an adapter realises it is its own business and is stated in its
+    ``describe()["interleave_support"]``: ``"interleaved"`` (texts between frame groups, see
+    ``models.base.frame_groups`` for the rounding a temporal patch forces) or ``"prepended"``
+    (video tokens are not in the text sequence: the texts, in order, go before ``user``).
+    An adapter must never drop the texts silently.
     """
 
     user: str
     system: Optional[str] = None
     assistant_prefix: str = ""
+    interleave: tuple[tuple[int, str], ...] = ()
+
+    def __post_init__(self) -> None:
+        last = 0
+        for entry in self.interleave:
+            if (len(entry) != 2 or isinstance(entry[0], bool) or not isinstance(entry[0], int)
+                    or not isinstance(entry[1], str)):
+                raise ValueError(f"Prompt.interleave entries must be (int frames_before, str text), got {entry!r}")
+            if entry[0] < last:
+                raise ValueError(f"Prompt.interleave must be in frame order (k never decreases), got {self.interleave!r}")
+            last = entry[0]
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,8 @@ from typing import Any, Callable, Optional
 import numpy as np
 import torch
 
-from vamba_eval.models.base import ModelAdapter, ModelSpec, PeakMemory, count_params, resolve_dtype, timed
+from vamba_eval.models.base import (ModelAdapter, ModelSpec, PeakMemory, count_params, prepend_interleave,
+                                    resolve_dtype, timed)
 from vamba_eval.models.vamba.vision import IMAGE_MEAN, IMAGE_STD, FrameError, check_frames, patchify
 from vamba_eval.types import Prediction, Prompt, Request
 
@@ -69,7 +70,12 @@ def sampled_fps(frame_times: tuple[float, ...]) -> Optional[float]:
 
 
 def chat_messages(prompt: Prompt) -> list[dict[str, Any]]:
-    """The conversation as processors' chat templates take it: optional system turn, then video + text."""
+    """The conversation as processors' chat templates take it: optional system turn, then video + text.
+
+    Interleaved subtitles (``Prompt.interleave``) go, in order, before the question: one video per
+    turn is what these processors take (recorded as ``interleave_support: "prepended"``).
+    """
+    prompt = prepend_interleave(prompt)
     messages: list[dict[str, Any]] = []
     if prompt.system is not None:
         messages.append({"role": "system", "content": [{"type": "text", "text": prompt.system}]})
@@ -388,4 +394,5 @@ class HFVideoAdapter(ModelAdapter):
         return {"name": self.name, "model_type": self.family, "architecture": type(self.model).__name__,
                 "path": str(self.path), "dtype": str(self.model.dtype).replace("torch.", ""),
                 "device": str(self.device), "params": count_params(self.model), "attn_implementation": "sdpa",
-                "input_path": self.input_path, "preprocessing": self.preprocessing()}
+                "input_path": self.input_path, "preprocessing": self.preprocessing(),
+                "interleave_support": "prepended"}

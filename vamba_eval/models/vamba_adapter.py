@@ -3,6 +3,10 @@
 Without ``--model-path`` the bundled tiny VAMBA is used; until a trained tiny checkpoint ships
 (a later issue) that is the tiny architecture with SEEDED RANDOM weights, recorded as
 ``untrained: true`` (its answers are chance level by construction).
+
+Interleaved prompts (``Prompt.interleave``): VAMBA's video tokens are not in the text sequence, so
+text cannot sit between frames; the texts go, in order, before the prompt's ``user`` text, and
+``describe()["interleave_support"]`` says ``"prepended"``.
 """
 
 from __future__ import annotations
@@ -12,7 +16,8 @@ from typing import Any, Optional
 
 import torch
 
-from vamba_eval.models.base import ModelAdapter, ModelSpec, PeakMemory, count_params, qwen_chat, resolve_dtype, timed
+from vamba_eval.models.base import (ModelAdapter, ModelSpec, PeakMemory, count_params, prepend_interleave, qwen_chat,
+                                    resolve_dtype, timed)
 from vamba_eval.types import Prediction, Request
 
 
@@ -63,7 +68,9 @@ class VambaAdapter(ModelAdapter):
                                self.tokenizer.convert_tokens_to_ids("<|im_end|>")})
 
     def _one(self, req: Request) -> Prediction:
-        text = qwen_chat(req.prompt, video_tokens="")  # VAMBA: no video pad tokens in the text
+        # VAMBA: no video pad tokens in the text (text reads the video through cross-attention), so an
+        # interleaved prompt cannot place its texts between frames: they go, in order, before `user`.
+        text = qwen_chat(prepend_interleave(req.prompt), video_tokens="")
         ids = torch.tensor([self.tokenizer(text, add_special_tokens=False)["input_ids"]])
         with PeakMemory(self.device) as mem:
             t0 = timed()
@@ -90,4 +97,4 @@ class VambaAdapter(ModelAdapter):
                 "params": count_params(self.model), "ssm_backend": self.model.ssm_backend.name,
                 "mixer_type": cfg.mixer_type, "layers": cfg.num_layers, "hidden_size": cfg.hidden_size,
                 "stream_threshold_frames": self.model.stream_threshold, "chunk_frames": self.model.chunk_frames,
-                "compiled": self.spec.compile}
+                "compiled": self.spec.compile, "interleave_support": "prepended"}

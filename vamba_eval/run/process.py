@@ -45,8 +45,15 @@ def decode(unit: WorkUnit, cache: Optional[FrameCache]) -> DecodedVideo:
 
 
 def prompt_hash(prompt: Prompt) -> str:
-    blob = "\x1f".join([prompt.system or "", prompt.user, prompt.assistant_prefix])
+    inter = "\x1e".join(f"{k}:{text}" for k, text in prompt.interleave)
+    blob = "\x1f".join([prompt.system or "", prompt.user, prompt.assistant_prefix, inter])
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:16]
+
+
+def prompt_text(prompt: Prompt) -> str:
+    """The prompt as recorded for the report: interleaved subtitles marked with their frame position."""
+    inter = "".join(f"[after frame {k}] {text}\n" for k, text in prompt.interleave)
+    return inter + prompt.user
 
 
 def _rel(path: str, root: str) -> str:
@@ -106,15 +113,15 @@ def run_unit(unit: WorkUnit, task: TaskDef, decoded: Union[DecodedVideo, BaseExc
     try:
         pred = model.generate([req])[0]
     except (RuntimeError, ValueError) as err:  # CUDA OOM, bad frames …: recorded, the run goes on
-        return error_record(unit, err, **frames, prompt=prompt.user, prompt_hash=prompt_hash(prompt))
+        return error_record(unit, err, **frames, prompt=prompt_text(prompt), prompt_hash=prompt_hash(prompt))
     timings = {**{k: round(v, 6) for k, v in pred.timings.items()}, "model_s": round(time.perf_counter() - t0, 6)}
     try:
         verdict = score_fields(task, unit.sample, pred.text, scoring, judge)
     except JudgeUnavailable as err:
-        return error_record(unit, err, **frames, prompt=prompt.user, prompt_hash=prompt_hash(prompt),
+        return error_record(unit, err, **frames, prompt=prompt_text(prompt), prompt_hash=prompt_hash(prompt),
                             response=pred.text)
     return SampleRecord(
-        **base_record(unit), **frames, prompt=prompt.user, prompt_hash=prompt_hash(prompt), response=pred.text,
+        **base_record(unit), **frames, prompt=prompt_text(prompt), prompt_hash=prompt_hash(prompt), response=pred.text,
         **verdict, timings=timings,
         tokens={"prompt": pred.prompt_tokens, "video": pred.video_tokens, "output": pred.output_tokens},
         peak_memory_bytes=pred.peak_memory_bytes,
