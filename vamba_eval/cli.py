@@ -26,6 +26,7 @@ class UserError(Exception):
 
 def _user_errors() -> tuple[type[BaseException], ...]:
     from vamba_eval.models.vamba.backends import BackendUnavailable
+    from vamba_eval.run.dispatch import ExecutorChoiceError
     from vamba_eval.models.vamba.checkpoint import CheckpointError
     from vamba_eval.models.vamba.config import ConfigError
     from vamba_eval.run.config import ConfigFileError
@@ -33,7 +34,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from vamba_eval.task_api import DataError
 
     return (UserError, UnknownNameError, ConfigFileError, RunDirError, DataError, CheckpointError, ConfigError,
-            BackendUnavailable, FileNotFoundError)
+            BackendUnavailable, FileNotFoundError, ExecutorChoiceError)
 
 
 def _print_summary(results: Any) -> None:
@@ -67,7 +68,14 @@ def run(
                                            help="VAMBA: torch.compile the video path (CUDA; faster prefill)."),
     scoring: Optional[str] = typer.Option(None, help="official (default) | lmms-eval."),
     subtitles: Optional[bool] = typer.Option(None, "--subtitles/--no-subtitles", help="Video-MME subtitles."),
-    workers: Optional[int] = typer.Option(None, help="Background decode threads."),
+    workers: Optional[int] = typer.Option(None, help="Background decode threads (per worker)."),
+    executor: Optional[str] = typer.Option(None, help="local | ray | auto (Ray when --gpus > 1 or --ray-address)."),
+    gpus: Optional[int] = typer.Option(None, help="GPUs to shard over (one Ray worker each)."),
+    gpus_per_worker: Optional[float] = typer.Option(None, help="GPU fraction per Ray worker."),
+    cpu_workers: Optional[int] = typer.Option(None, help="CPU-only Ray workers (laptops)."),
+    ray_address: Optional[str] = typer.Option(None, help="Ray cluster address (e.g. auto)."),
+    max_attempts: Optional[int] = typer.Option(None, help="Tries per sample when its worker dies."),
+    oom_retry_frames: Optional[int] = typer.Option(None, help="On CUDA OOM, halve the frames up to N times (recorded)."),
     judge_model: Optional[str] = typer.Option(None, help="LLM judge model (G-VEval, MLVU generation)."),
     judge_base_url: Optional[str] = typer.Option(None, help="OpenAI-compatible judge endpoint."),
     judge_api_key_env: Optional[str] = typer.Option(None, help="Env var holding the judge API key "
@@ -88,7 +96,9 @@ def run(
                      resume=resume, seed=seed, device=device, dtype=dtype, ssm_backend=ssm_backend,
                      chunk_frames=chunk_frames, compile=compile, scoring=scoring, subtitles=subtitles, workers=workers,
                      judge_model=judge_model, judge_base_url=judge_base_url, judge_api_key_env=judge_api_key_env,
-                     judge_prompts=judge_prompts, gveval_mode=gveval_mode, gveval_accr=gveval_accr)
+                     judge_prompts=judge_prompts, gveval_mode=gveval_mode, gveval_accr=gveval_accr,
+                     executor=executor, gpus=gpus, gpus_per_worker=gpus_per_worker, cpu_workers=cpu_workers,
+                     ray_address=ray_address, max_attempts=max_attempts, oom_retry_frames=oom_retry_frames)
     cfg = build_config(config, overrides)
     from vamba_eval.registry import get_model_factory, get_task
 

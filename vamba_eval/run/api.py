@@ -16,7 +16,7 @@ from vamba_eval.models.base import ModelSpec
 from vamba_eval.records import ResultsRecord, SampleRecord, TaskResult
 from vamba_eval.registry import get_model_factory
 from vamba_eval.run import store
-from vamba_eval.run.config import RunConfig, build_config
+from vamba_eval.run.config import NON_RESULT_KEYS, RunConfig, build_config
 from vamba_eval.run.environment import environment
 from vamba_eval.run.executor import Progress, run_local
 from vamba_eval.run.plan import TaskPlan, plan_task, work_units
@@ -43,8 +43,7 @@ def _check_resume(run_dir: Path, cfg: RunConfig) -> None:
     old = store.read_config(run_dir)
     if old.get("config_hash") != cfg.config_hash():
         prev, now = old.get("config", {}), cfg.model_dump(mode="json")
-        diff = sorted(k for k in set(prev) | set(now) if prev.get(k) != now.get(k)
-                      and k not in ("output", "resume", "workers", "progress", "frame_cache", "executor"))
+        diff = sorted(k for k in set(prev) | set(now) if prev.get(k) != now.get(k) and k not in NON_RESULT_KEYS)
         raise store.RunDirError(f"{run_dir}: --resume with a different configuration (changed: {', '.join(diff)}); "
                                 "use the original settings or a new --output")
 
@@ -83,20 +82,42 @@ def evaluate(config: Optional[RunConfig] = None, *, config_file: Optional[Path] 
     done = set(store.load_records(run_dir / store.SAMPLES))
     units = work_units(plans, done)
     total = sum(len(p.samples) for p in plans)
-    model = get_model_factory(cfg.model)(ModelSpec(cfg.model, cfg.model_path, cfg.device, cfg.dtype,
-                                                   cfg.ssm_backend, cfg.seed, cfg.chunk_frames, cfg.compile)) if units else None
-    info = model.describe() if model else store.read_config(run_dir).get("model", {})
     judge, judge_info = _judge_for(cfg, plans)
-    _banner(plans, info)
-    _write_config(run_dir, cfg, plans, {**info, **({"judge": judge_info} if judge_info else {})})
-    if units:
-        _execute(run_dir, cfg, plans, units, model, total, total - len(units), judge)
+    if units and _executor(cfg) == "ray":
+        from vamba_eval.run.ray_path import execute_ray
+
+        execute_ray(run_dir, cfg, plans, units, (total, total - len(units)), judge,
+                    lambda info: _start(run_dir, cfg, plans, info, judge_info))
+    else:
+        model = get_model_factory(cfg.model)(ModelSpec(cfg.model, cfg.model_path, cfg.device, cfg.dtype,
+                                                       cfg.ssm_backend, cfg.seed, cfg.chunk_frames,
+                                                       cfg.compile)) if units else None
+        _start(run_dir, cfg, plans, model.describe() if model else store.read_config(run_dir).get("model", {}),
+               judge_info)
+        if units:
+            _execute(run_dir, cfg, plans, units, model, total, total - len(units), judge)
     results = compute_results(run_dir, plans, cfg)
     if report:
         render(run_dir)
     print(f"[vamba-eval] results: {run_dir / store.RESULTS}" + (f"\n[vamba-eval] report:  {run_dir / store.REPORT}"
                                                                   if report else ""), file=sys.stderr)
     return results
+
+
+def _executor(cfg: RunConfig) -> str:
+    import importlib.util
+
+    from vamba_eval.run.dispatch import choose_executor
+
+    return choose_executor(cfg.executor, gpus=cfg.gpus, address=cfg.ray_address,
+                           ray_available=importlib.util.find_spec("ray") is not None)
+
+
+def _start(run_dir: Path, cfg: RunConfig, plans: list[TaskPlan], info: dict[str, Any],
+           judge_info: dict[str, Any]) -> None:
+    """Banners + config.json, once the model (or the first Ray worker) has described itself."""
+    _banner(plans, info)
+    _write_config(run_dir, cfg, plans, {**info, **({"judge": judge_info} if judge_info else {})})
 
 
 def _judge_for(cfg: RunConfig, plans: list[TaskPlan]) -> tuple[Any, dict[str, Any]]:

@@ -14,7 +14,8 @@ from vamba_eval.errors import explain_validation
 from vamba_eval.task_api import SCORING_MODES
 
 # Keys that cannot change a sample's result; everything else goes into the config hash.
-NON_RESULT_KEYS = ("output", "resume", "workers", "progress", "frame_cache", "executor")
+NON_RESULT_KEYS = ("output", "resume", "workers", "progress", "frame_cache", "executor", "gpus", "gpus_per_worker",
+                   "cpu_workers", "cpus_per_worker", "ray_address", "max_restarts", "max_attempts")
 
 
 class ConfigFileError(ValueError):
@@ -56,7 +57,16 @@ class RunConfig(BaseModel):
     workers: int = Field(2, ge=1, le=32)  # decode threads
     frame_cache: bool = True
     progress: bool = True
-    executor: Literal["local"] = "local"
+    # Sharding (issue 5): auto = Ray when --gpus > 1 or a cluster address is given, else in-process.
+    executor: Literal["local", "ray", "auto"] = "auto"
+    gpus: Optional[int] = Field(None, ge=0)
+    gpus_per_worker: float = Field(1.0, gt=0)
+    cpu_workers: int = Field(1, ge=1)  # CPU-only Ray workers (a laptop)
+    cpus_per_worker: float = Field(1.0, gt=0)
+    ray_address: Optional[str] = None
+    max_restarts: int = Field(3, ge=0)
+    max_attempts: int = Field(3, ge=1)
+    oom_retry_frames: int = Field(0, ge=0)  # halvings of the frame count after a CUDA OOM (recorded)
 
     @field_validator("tasks", mode="before")
     @classmethod

@@ -14,6 +14,10 @@ Queue policy (``Dispatcher``):
   ``max_attempts``, returned to be recorded as a sample error;
 - a re-queued ("suspect") unit runs alone on a worker (that worker is drained first), so a
   sample that crashes its worker cannot take innocent neighbours down with it again.
+
+``SampleRecord.attempt`` is the dispatch that produced the record: 1 unless a worker died while
+holding the sample. It is the one field besides the measurements (``timings``,
+``peak_memory_bytes``) in which a Ray run with faults differs from an in-process run.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Hashable, Iterable, Optional, Sequence
+from typing import Any, Callable, Hashable, Optional, Sequence
 
 from vamba_eval.records import SampleError, SampleRecord
 from vamba_eval.run.process import WorkUnit
@@ -51,7 +55,7 @@ def choose_executor(executor: str, *, gpus: Optional[int], address: Optional[str
         return "local"
     wanted = executor == "ray" or bool(address) or (gpus is not None and gpus > 1)
     if wanted and not ray_available:
-        raise ExecutorChoiceError("the Ray executor needs Ray: pip install 'ray[default]==2.60.0' "
+        raise ExecutorChoiceError("the Ray executor needs Ray: pip install 'vamba-eval[ray]' (ray>=2.60) "
                                   "(or run with --executor local)")
     return "ray" if wanted else "local"
 
@@ -318,10 +322,6 @@ class WorkerProgress:
         if self.enabled and (force or now - self.last >= self.every_s):
             self.last = now
             self.emit(self.line(pending, now))
-
-
-def summarize(stats: Iterable[WorkerStats]) -> str:
-    return ", ".join(f"#{w.slot}: {w.samples} samples, busy {w.busy_s:.1f}s" for w in stats)
 
 
 def plan_workers(opts: RayOptions, device: str, resources: dict[str, float],

@@ -114,6 +114,9 @@ class RayExecutor:
         self.owns_cluster = connect(self.opts.address)
         where = f"the Ray cluster at {self.opts.address}" if self.opts.address else "the local Ray cluster"
         n, per = plan_workers(self.opts, self.settings.model_spec.device, ray.cluster_resources(), where)
+        if per["num_gpus"] and not self.settings.model_spec.device.startswith("cuda"):
+            _log(f"{n} worker(s) hold {per['num_gpus']:g} GPU each but the model device is "
+                 f"{self.settings.model_spec.device!r}: the models run on the CPU (pass --device cuda)")
         threads = max(1, int(self.opts.cpus_per_worker))  # used on CPU models only
         self.settings = dataclasses.replace(self.settings, torch_threads=threads)
         self.actor_options = {**per, "max_restarts": 0, "max_task_retries": 0,
@@ -199,7 +202,8 @@ class RayExecutor:
                 for ref in ready:
                     self._collect(ref, disp, on_record, thumbs)
                 progress.tick(disp.pending())
-        finally:
+        finally:  # on Ctrl-C or an error, calls still in flight are abandoned (their units not recorded)
+            self.calls.clear()
             self.stats.wall_s += time.perf_counter() - t0
             self.stats.requeued += disp.requeued
         if self.stats.wall_s >= progress.every_s:  # a long run: end with the per-worker summary

@@ -45,6 +45,7 @@ class WorkerSettings:
     oom_retry_frames: int = 0
     torch_threads: Optional[int] = None
     model_factory: Optional[Callable[[ModelSpec], Any]] = None  # default: the registry's
+    judge: Any = None  # a pickled vamba_eval.judge.Judge (no key inside; each actor reads its env)
 
 
 def _try_decode(unit: WorkUnit, cache: Any) -> Any:
@@ -115,7 +116,7 @@ class EvalWorker:
             with self.lock:
                 t1 = time.perf_counter()
                 record = run_unit(u, self.tasks[u.task], decoded, self.model, use_subtitles=s.use_subtitles,
-                                  scoring=s.scoring, max_new_tokens=s.max_new_tokens[u.task])
+                                  scoring=s.scoring, max_new_tokens=s.max_new_tokens[u.task], judge=s.judge)
                 times["busy"] += time.perf_counter() - t1
             if s.thumbs and not isinstance(decoded, BaseException):
                 thumb[:] = [_contact_sheet(u, decoded.frames, self.scratch)]
@@ -138,11 +139,11 @@ def _free_cuda_cache() -> None:
         torch.cuda.empty_cache()
 
 
-def settings_from_config(cfg: Any, plans: Sequence[Any], cache_dir: Optional[Path]) -> WorkerSettings:
+def settings_from_config(cfg: Any, plans: Sequence[Any], cache_dir: Optional[Path], judge: Any = None) -> WorkerSettings:
     """WorkerSettings for a RunConfig and its TaskPlans (the model spec as ``api.evaluate`` builds it)."""
     spec = ModelSpec(cfg.model, cfg.model_path, cfg.device, cfg.dtype, cfg.ssm_backend, cfg.seed,
                      cfg.chunk_frames, cfg.compile)
     return WorkerSettings(model_spec=spec, max_new_tokens={p.task.name: p.max_new_tokens for p in plans},
                           use_subtitles=cfg.subtitles, scoring=cfg.scoring,
                           cache_dir=str(cache_dir) if cache_dir else None, thumbs=True,
-                          oom_retry_frames=int(getattr(cfg, "oom_retry_frames", 0) or 0))
+                          oom_retry_frames=int(getattr(cfg, "oom_retry_frames", 0) or 0), judge=judge)

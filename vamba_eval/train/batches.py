@@ -1,0 +1,139 @@
+"""Tokenised examples and batches for both model families, from one cached data folder.
+
+A batch holds examples of one kind (QA or caption) whose videos share a frame shape, so their
+video tokens stack. The student (VAMBA) sequence is the chat text with NO video tokens; the
+teacher (Qwen2-VL) sequence is the same ids with ``<|video_pad|>`` × N inserted right after
+``<|vision_start|>``. Every supervised position lies after the video, so a student position q
+is teacher position q + N: that is how the distillation loss lines the two up.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+import torch
+
+from vamba_eval.models.base import qwen_chat
+from vamba_eval.train.data import load_examples, load_frames_cache
+from vamba_eval.train.formats import prompt_from_dict
+
+IGNORE = -100
+PAD_TO = 32
+
+
+@dataclass
+class Batch:
+    ids: torch.Tensor  # [b, L] student ids (right-padded)
+    labels: torch.Tensor  # [b, L] target ids, IGNORE elsewhere
+    mask: torch.Tensor  # [b, L] 1 = real token
+    frames: torch.Tensor  # [b, T, H, W, 3] uint8
+    vision_start: list[int]  # per row, index of <|vision_start|>
+
+    def to(self, device: torch.device) -> "Batch":
+        return Batch(self.ids.to(device), self.labels.to(device), self.mask.to(device),
+                     self.frames.to(device), self.vision_start)
+
+
+@dataclass
+class TokenIds:
+    pad: int
+    eos: int
+    vision_start: int
+    video_pad: int
+
+
+def token_ids(tokenizer: Any) -> TokenIds:
+    conv = tokenizer.convert_tokens_to_ids
+    return TokenIds(conv("<|endoftext|>"), conv("<|im_end|>"), conv("<|vision_start|>"), conv("<|video_pad|>"))
+
+
+def encode_example(tokenizer: Any, ex: dict[str, Any], eos: int) -> tuple[list[int], list[int]]:
+    """(prompt ids, reply ids + eos), tokenised apart as at inference (the prompt ends where generation starts)."""
+    prompt = tokenizer(qwen_chat(prompt_from_dict(ex["prompt"]), ""), add_special_tokens=False)["input_ids"]
+    reply = tokenizer(ex["target"], add_special_tokens=False)["input_ids"]
+    return prompt, reply + [eos]
+
+
+class TrainSet:
+    """All examples, tokenised once; frames kept as uint8 tensors per shape group."""
+
+    def __init__(self, folder: Path, tokenizer: Any, max_len: int = 512, holdout_every: int = 25) -> None:
+        """Every ``holdout_every``-th video (and all its examples) is held out for validation."""
+        self.ids = token_ids(tokenizer)
+        groups, self.videos = load_frames_cache(folder)
+        self.frames = {k: torch.from_numpy(v) for k, v in groups.items()}
+        self.examples = load_examples(folder)
+        self.encoded = [encode_example(tokenizer, e, self.ids.eos) for e in self.examples]
+        self.pools: dict[tuple[str, str, str], list[int]] = {}
+        for i, (e, (p, r)) in enumerate(zip(self.examples, self.encoded)):
+            if len(p) + len(r) <= max_len:
+                split = "val" if holdout_every and e["video"] % holdout_every == 0 else "train"
+                self.pools.setdefault((split, e["kind"], self.videos[e["video"]][0]), []).append(i)
+
+    def to(self, device: torch.device) -> "TrainSet":
+        self.frames = {k: v.to(device) for k, v in self.frames.items()}
+        return self
+
+    def count(self, kind: str, split: str = "train") -> int:
+        return sum(len(v) for (s, k, _), v in self.pools.items() if k == kind and s == split)
+
+    def val_batches(self, kind: str, size: int) -> list[Batch]:
+        """The held-out examples of ``kind``, in fixed batches."""
+        out = []
+        for (split, k, _), pool in sorted(self.pools.items()):
+            if split == "val" and k == kind:
+                out += [self.collate(pool[i:i + size]) for i in range(0, len(pool), size)]
+        return out
+
+    def sample(self, kind: str, size: int, rng: np.random.Generator) -> Batch:
+        """``size`` random training examples of ``kind`` from one frame-shape group (groups weighted by size)."""
+        keys = [key for key in self.pools if key[0] == "train" and key[1] == kind]
+        if not keys:
+            raise ValueError(f"no {kind} examples in the training data")
+        weights = np.array([len(self.pools[k]) for k in keys], dtype=float)
+        key = keys[int(rng.choice(len(keys), p=weights / weights.sum()))]
+        pool = self.pools[key]
+        chosen = [pool[int(i)] for i in rng.choice(len(pool), size=min(size, len(pool)), replace=False)]
+        return self.collate(chosen)
+
+    def collate(self, indices: list[int]) -> Batch:
+        seqs = [self.encoded[i] for i in indices]
+        length = -(-max(len(p) + len(r) for p, r in seqs) // PAD_TO) * PAD_TO  # few distinct shapes
+        ids = torch.full((len(seqs), length), self.ids.pad, dtype=torch.long)
+        labels = torch.full_like(ids, IGNORE)
+        mask = torch.zeros_like(ids)
+        for row, (p, r) in enumerate(seqs):
+            ids[row, :len(p) + len(r)] = torch.tensor(p + r)
+            labels[row, len(p):len(p) + len(r)] = torch.tensor(r)
+            mask[row, :len(p) + len(r)] = 1
+        starts = [p.index(self.ids.vision_start) for p, _ in seqs]
+        frames = torch.stack([self.frames[g][r] for g, r in (self.videos[self.examples[i]["video"]] for i in indices)])
+        return Batch(ids, labels, mask, frames, starts)
+
+
+def video_token_count(frames: torch.Tensor, vision_cfg: Any) -> int:
+    """LLM tokens of one video [T, H, W, 3] (T even): T/temporal · (H/(patch·merge)) · (W/(patch·merge))."""
+    t, h, w, _ = frames.shape
+    unit = vision_cfg.patch_size * vision_cfg.spatial_merge_size
+    return (t // vision_cfg.temporal_patch_size) * (h // unit) * (w // unit)
+
+
+def teacher_inputs(batch: Batch, n_video: int, video_pad: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(ids, attention mask, labels) of the Qwen2-VL sequence: ``video_pad`` × n after <|vision_start|>."""
+    rows_ids, rows_mask, rows_lab = [], [], []
+    for row, start in enumerate(batch.vision_start):
+        cut = start + 1
+        pad = torch.full((n_video,), video_pad, dtype=batch.ids.dtype, device=batch.ids.device)
+        rows_ids.append(torch.cat([batch.ids[row, :cut], pad, batch.ids[row, cut:]]))
+        rows_mask.append(torch.cat([batch.mask[row, :cut], torch.ones_like(pad), batch.mask[row, cut:]]))
+        rows_lab.append(torch.cat([batch.labels[row, :cut], torch.full_like(pad, IGNORE), batch.labels[row, cut:]]))
+    return torch.stack(rows_ids), torch.stack(rows_mask), torch.stack(rows_lab)
+
+
+def check_even(frames: torch.Tensor, temporal: int, where: Optional[str] = None) -> None:
+    if frames.shape[1] % temporal:
+        raise ValueError(f"{where or 'batch'}: {frames.shape[1]} frames per video; training needs a multiple of "
+                         f"{temporal} (the run's odd-count rule guarantees it for decoded videos)")

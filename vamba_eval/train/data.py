@@ -1,0 +1,231 @@
+"""Training data from the synthetic world, cached once as compressed frames + a JSONL of examples.
+
+Per task (every task module that has a demo writer): ``TASK.write_demo(folder, seed)`` for seeds
+``first_seed …`` (the demo uses seed 0), ``TASK.load`` → ``TASK.prompt`` → the gold reply in the
+task's official format; frames decoded with the run's own video layer and frame spec
+(``run.plan.frame_spec``, ``video.load_frames``). Captions (``synth.world.caption``) come for the
+same videos where the task's synth module exposes ``plan_release``, and for extra random scripts.
+
+Layout of ``DIR``::
+
+    videos.json                 {"groups": {"8x84x168": count, …}, "videos": [[group, row], …]}
+    frames-<T>x<H>x<W>.u8.xz    lzma-compressed uint8 [count, T, H, W, 3] per frame shape
+    examples.jsonl              {"kind": "qa"|"caption", "source", "video", "prompt", "target"}
+    .complete
+"""
+
+from __future__ import annotations
+
+import json
+import lzma
+import shutil
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any, Iterator, Optional
+
+import numpy as np
+
+from vamba_eval.train.formats import CAPTION_PROMPT, gold_response, prompt_dict, template_variant
+from vamba_eval.train.recipe import DataRecipe
+from vamba_eval.types import Prompt
+
+Job = tuple[str, int]  # (task name | "caption", seed)
+Chunk = tuple[list[np.ndarray], list[dict[str, Any]]]  # frames per local video, examples (local video ids)
+
+
+def task_jobs(recipe: DataRecipe, videos_per_release: dict[str, int]) -> list[Job]:
+    """Releases of each task (seeds from ``first_seed``) until ``videos_per_task`` videos, then captions."""
+    jobs = []
+    for task, per in videos_per_release.items():
+        want = recipe.task_videos.get(task, recipe.videos_per_task)
+        n = max(1, -(-want // max(1, per)))
+        jobs += [(task, recipe.first_seed + i) for i in range(n)]
+    jobs += [("caption", recipe.first_seed + i) for i in range(recipe.caption_videos)]
+    return jobs
+
+
+def demo_tasks() -> list[str]:
+    """Every registered task with a demo writer and multiple-choice samples."""
+    from vamba_eval.registry import get_task, task_names
+
+    return [n for n in task_names() if getattr(get_task(n), "write_demo", None) is not None]
+
+
+def _scripts_by_key(task: str, seed: int) -> dict[str, Any]:
+    """Video stem → script, when ``vamba_eval.synth.<task>.plan_release(seed)`` exists."""
+    import importlib
+
+    try:
+        module = importlib.import_module(f"vamba_eval.synth.{task}")
+        plans = module.plan_release(seed)
+    except (ImportError, AttributeError, TypeError):
+        return {}
+    out = {}
+    for plan in plans:
+        for attr in ("key", "video_key", "video_id", "name"):
+            if isinstance(getattr(plan, attr, None), str) and hasattr(plan, "script"):
+                out[getattr(plan, attr)] = plan.script
+    return out
+
+
+def _caption_example(video: int, script: Any, source: str) -> dict[str, Any]:
+    from vamba_eval.synth.world import caption
+
+    return {"kind": "caption", "source": source, "video": video,
+            "prompt": prompt_dict(Prompt(user=CAPTION_PROMPT)), "target": caption(script)}
+
+
+def task_chunk(task_name: str, seed: int, copies: int) -> Chunk:
+    """One training release of ``task_name``: frames of its videos and its examples."""
+    from vamba_eval.registry import get_task
+    from vamba_eval.run.config import RunConfig
+    from vamba_eval.run.plan import frame_spec
+    from vamba_eval.task_api import PromptContext
+    from vamba_eval.video import load_frames
+
+    task = get_task(task_name)
+    spec = frame_spec(task, RunConfig(tasks=[task_name]), True)
+    rng = np.random.default_rng([seed, 7])
+    frames: list[np.ndarray] = []
+    index: dict[tuple, tuple[int, tuple[float, ...]]] = {}
+    examples: list[dict[str, Any]] = []
+    scripts = _scripts_by_key(task_name, seed)
+    with tempfile.TemporaryDirectory(prefix=f"train-{task_name}-") as tmp:
+        folder = task.write_demo(Path(tmp) / "release", seed)
+        for sample in task.load(Path(folder)):
+            ref = sample.video
+            key = (ref.path, ref.start, ref.end, ref.fps)
+            if key not in index:
+                decoded = load_frames(ref.path, spec, ref.start, ref.end, None, folder_fps=ref.fps)
+                index[key] = (len(frames), tuple(decoded.times))
+                frames.append(decoded.frames)
+                stem = Path(ref.path).stem
+                if stem in scripts and ref.start is None:
+                    examples.append(_caption_example(len(frames) - 1, scripts[stem], task_name))
+            vid, times = index[key]
+            if not sample.answer or not sample.options:
+                continue  # unlabelled / open-ended items: nothing to supervise
+            prompt = task.prompt(sample, PromptContext(times, False))
+            examples.append({"kind": "qa", "source": task_name, "video": vid, "prompt": prompt_dict(prompt),
+                             "target": gold_response(task, sample, prompt)})
+            for _ in range(copies):
+                variant = template_variant(sample, rng)
+                if variant is not None:
+                    examples.append({"kind": "qa", "source": f"{task_name}:template", "video": vid,
+                                     "prompt": prompt_dict(variant[0]), "target": variant[1]})
+    return frames, examples
+
+
+def caption_chunk(seed: int, long_frames: int) -> Chunk:
+    """One random script rendered like the demo videos (160×96, 4 fps), captioned."""
+    from vamba_eval.synth.render import render
+    from vamba_eval.synth.world import random_script
+    from vamba_eval.video import FrameSpec, load_frames
+
+    rng = np.random.default_rng([seed, 11])
+    script = random_script(rng, int(rng.integers(4, 25)) * 5)
+    n = long_frames if seed % 4 == 0 else 8
+    with tempfile.TemporaryDirectory(prefix="train-caption-") as tmp:
+        path = render(script, Path(tmp) / "v.mp4")
+        decoded = load_frames(path, FrameSpec(num_frames=n, max_edge=224), None, None, None)
+    return [decoded.frames], [_caption_example(0, script, "caption")]
+
+
+def run_job(job: Job, recipe: DataRecipe) -> Chunk:
+    name, seed = job
+    if name == "caption":
+        return caption_chunk(seed, recipe.caption_long_frames)
+    return task_chunk(name, seed, recipe.template_copies)
+
+
+def _run_job_star(args: tuple[Job, DataRecipe]) -> Chunk:
+    return run_job(*args)
+
+
+def iter_chunks(jobs: list[Job], recipe: DataRecipe) -> Iterator[Chunk]:
+    if recipe.workers <= 1:
+        for job in jobs:
+            yield run_job(job, recipe)
+        return
+    with ProcessPoolExecutor(recipe.workers) as pool:
+        yield from pool.map(_run_job_star, [(j, recipe) for j in jobs], chunksize=4)
+
+
+def _chain(head: list[Chunk], tail: Iterator[Chunk]) -> Iterator[Chunk]:
+    yield from head
+    yield from tail
+
+
+def shape_key(frames: np.ndarray) -> str:
+    t, h, w, _ = frames.shape
+    return f"{t}x{h}x{w}"
+
+
+def build_data(out: Path, recipe: DataRecipe, tasks: Optional[list[str]] = None, log: Any = print) -> Path:
+    """Write the cached training data under ``out`` (skipped when ``out/.complete`` exists)."""
+    out = Path(out)
+    if (out / ".complete").exists():
+        log(f"[data] reusing {out}")
+        return out
+    tasks = tasks if tasks is not None else demo_tasks()
+    t0 = time.perf_counter()
+    first = {t: run_job((t, recipe.first_seed), recipe) for t in tasks}  # also sizes each task's releases
+    skipped = [t for t, (_, exs) in first.items() if not any(e["kind"] == "qa" for e in exs)]
+    if skipped:
+        log(f"[data] no labelled multiple-choice items in the demo of {skipped}: not used")
+    first = {t: c for t, c in first.items() if t not in skipped}
+    tasks = list(first)
+    jobs = task_jobs(recipe, {t: len(chunk[0]) for t, chunk in first.items()})
+    groups: dict[str, list[np.ndarray]] = {}
+    videos: list[tuple[str, int]] = []
+    examples: list[dict[str, Any]] = []
+    rest = [j for j in jobs if not (j[0] in first and j[1] == recipe.first_seed)]
+    for k, (frames, exs) in enumerate(_chain(list(first.values()), iter_chunks(rest, recipe))):
+        local = []
+        for f in frames:
+            key = shape_key(f)
+            groups.setdefault(key, []).append(f)
+            local.append(len(videos))
+            videos.append((key, len(groups[key]) - 1))
+        examples += [{**e, "video": local[e["video"]]} for e in exs]
+        if (k + 1) % 50 == 0:
+            log(f"[data] {k + 1}/{len(jobs)} jobs, {len(videos)} videos, {time.perf_counter() - t0:.0f}s")
+    write_data(out, groups, videos, examples, tasks)
+    log(f"[data] {len(videos)} videos, {len(examples)} examples from tasks {tasks} in {time.perf_counter() - t0:.0f}s")
+    return out
+
+
+def write_data(out: Path, groups: dict[str, list[np.ndarray]], videos: list[tuple[str, int]],
+               examples: list[dict[str, Any]], tasks: list[str]) -> None:
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    for key, frames in groups.items():
+        with lzma.open(tmp / f"frames-{key}.u8.xz", "wb", preset=6) as f:
+            f.write(np.stack(frames).tobytes())
+    meta = {"groups": {k: len(v) for k, v in groups.items()}, "videos": videos, "tasks": tasks}
+    (tmp / "videos.json").write_text(json.dumps(meta) + "\n", encoding="utf-8")
+    with open(tmp / "examples.jsonl", "w", encoding="utf-8") as f:
+        for e in examples:
+            f.write(json.dumps(e, ensure_ascii=False) + "\n")
+    (tmp / ".complete").write_text("ok\n")
+    shutil.rmtree(out, ignore_errors=True)
+    tmp.rename(out)
+
+
+def load_frames_cache(folder: Path) -> tuple[dict[str, np.ndarray], list[tuple[str, int]]]:
+    """Frame arrays per shape group and the (group, row) of every video."""
+    meta = json.loads((Path(folder) / "videos.json").read_text(encoding="utf-8"))
+    groups = {}
+    for key, count in meta["groups"].items():
+        t, h, w = (int(v) for v in key.split("x"))
+        with lzma.open(Path(folder) / f"frames-{key}.u8.xz", "rb") as f:
+            groups[key] = np.frombuffer(bytearray(f.read()), dtype=np.uint8).reshape(count, t, h, w, 3)
+    return groups, [tuple(v) for v in meta["videos"]]
+
+
+def load_examples(folder: Path) -> list[dict[str, Any]]:
+    with open(Path(folder) / "examples.jsonl", encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]

@@ -1,0 +1,128 @@
+"""Differentiable batched forwards for training, and the two losses.
+
+``student_logits`` is ``VambaForConditionalGeneration.forward`` for a batch of different videos
+(the reference forward takes one video): the frames of all videos go through the ViT at once —
+its attention never crosses a 2-frame slice, so concatenating videos along time is exact — and
+the per-video token blocks are then stacked as the batch of the video stream.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from vamba_eval.models.vamba.vision import encode_frames, patchify
+from vamba_eval.train.batches import IGNORE, Batch, check_even, teacher_inputs, video_token_count
+
+
+def batch_pixels(frames: torch.Tensor, vision_cfg: Any) -> tuple[torch.Tensor, Any]:
+    """uint8 [b, T, H, W, 3] → (patches of all videos, grid with t = b·T/temporal)."""
+    check_even(frames, vision_cfg.temporal_patch_size)
+    b, t, h, w, c = frames.shape
+    return patchify(frames.reshape(b * t, h, w, c), vision_cfg.patch_size, vision_cfg.temporal_patch_size,
+                    vision_cfg.spatial_merge_size)
+
+
+def student_logits(model: Any, batch: Batch) -> torch.Tensor:
+    """VAMBA logits [b, L, V] for a batch of (text, video) pairs."""
+    vcfg = model.hf_config.vision_config
+    pixels, grid = batch_pixels(batch.frames, vcfg)
+    tokens = encode_frames(model.visual, pixels, grid, model._block_fn)  # [b·M, d]
+    b = batch.ids.shape[0]
+    v = tokens.reshape(b, -1, tokens.shape[-1])
+    h = model.model.embed_tokens(batch.ids)
+    pe, q_rope = model._text_rope(h, 0)
+    last = len(model.layers) - 1
+    for i, layer in enumerate(model.layers):
+        h, v = layer(h, v, pe, video_rope=None, q_rope=q_rope, update_video=i < last)
+    return model.lm_head(model.model.norm(h))
+
+
+def teacher_forward(model: Any, batch: Batch, video_pad: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Qwen2-VL logits [b, L + N, V], its labels, and N (video tokens per sample)."""
+    vcfg = model.config.vision_config
+    n = video_token_count(batch.frames[0], vcfg)
+    ids, mask, labels = teacher_inputs(batch, n, video_pad)
+    pixels, _ = batch_pixels(batch.frames, vcfg)
+    t, h, w, _ = batch.frames.shape[1:]
+    thw = torch.tensor([[t // vcfg.temporal_patch_size, h // vcfg.patch_size, w // vcfg.patch_size]] * ids.shape[0],
+                       device=ids.device)
+    extra = {}
+    if _takes_token_types(model):  # transformers ≥ 5.2x computes M-RoPE from them
+        extra["mm_token_type_ids"] = (ids == video_pad).int() * 2
+    out = model(input_ids=ids, attention_mask=mask, pixel_values_videos=pixels.to(model.dtype), video_grid_thw=thw,
+                **extra)
+    return out.logits, labels, n
+
+
+def _takes_token_types(model: Any) -> bool:
+    import inspect
+
+    return "mm_token_type_ids" in inspect.signature(type(model).forward).parameters
+
+
+def batch_vision_attention(model: Any) -> int:
+    """Training speed-up for the teacher: each ViT attention runs its equal-length 2-frame slices as ONE
+    batched SDPA call instead of the tower's Python loop over slices (same function; the per-slice loop
+    is kept for unequal slices). Patches the instances only; returns how many were patched."""
+    import types
+
+    visual = getattr(model.model, "visual", None) or model.visual
+    for block in visual.blocks:
+        attn = block.attn
+        if not hasattr(attn, "_per_slice_forward"):
+            attn._per_slice_forward = attn.forward
+            attn.forward = types.MethodType(_batched_attention, attn)
+    return len(visual.blocks)
+
+
+def _batched_attention(self: Any, hidden_states: torch.Tensor, cu_seqlens: torch.Tensor, rotary_pos_emb: Any = None,
+                       position_embeddings: Any = None, **kwargs: Any) -> torch.Tensor:
+    n = hidden_states.shape[0]
+    slices = cu_seqlens.numel() - 1
+    if position_embeddings is None and rotary_pos_emb is not None:
+        emb = torch.cat([rotary_pos_emb, rotary_pos_emb], dim=-1)
+        position_embeddings = (emb.cos(), emb.sin())
+    equal = slices > 0 and n % slices == 0 and bool(
+        (cu_seqlens == torch.arange(slices + 1, device=cu_seqlens.device) * (n // slices)).all())
+    if position_embeddings is None or not equal:
+        return self._per_slice_forward(hidden_states, cu_seqlens, rotary_pos_emb=rotary_pos_emb,
+                                       position_embeddings=position_embeddings, **kwargs)
+    from transformers.models.qwen2_vl.modeling_qwen2_vl import apply_rotary_pos_emb_vision
+
+    q, k, v = self.qkv(hidden_states).reshape(n, 3, self.num_heads, -1).permute(1, 0, 2, 3).unbind(0)
+    q, k = apply_rotary_pos_emb_vision(q, k, *position_embeddings)  # [n, H, d]
+    q, k, v = (x.reshape(slices, n // slices, self.num_heads, -1).transpose(1, 2) for x in (q, k, v))
+    out = F.scaled_dot_product_attention(q, k, v.to(q.dtype), scale=self.head_dim ** -0.5)  # [S, H, L, d]
+    return self.proj(out.transpose(1, 2).reshape(n, -1))
+
+
+def lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean next-token cross-entropy over the supervised positions."""
+    return F.cross_entropy(logits[:, :-1].float().reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1),
+                           ignore_index=IGNORE)
+
+
+def topk_kl(student: torch.Tensor, teacher: torch.Tensor, k: int) -> torch.Tensor:
+    """KL(teacher ‖ student) over the teacher's top-k vocabulary entries, per position, averaged.
+
+    ``student``/``teacher``: logits [P, V] at the supervised positions. Both distributions are
+    renormalised over the same k ids (k = min(k, V)), so the term is exactly 0 when the logits agree.
+    """
+    k = min(k, teacher.shape[-1])
+    idx = teacher.float().topk(k, dim=-1).indices
+    t = F.log_softmax(teacher.float().gather(-1, idx), dim=-1)
+    s = F.log_softmax(student.float().gather(-1, idx), dim=-1)
+    return (t.exp() * (t - s)).sum(-1).mean()
+
+
+def aligned_kl(student: torch.Tensor, teacher: torch.Tensor, labels: torch.Tensor, n_video: int,
+               k: int) -> torch.Tensor:
+    """``topk_kl`` on the label positions: student position q ↔ teacher position q + ``n_video``."""
+    length = student.shape[1]
+    sel = labels[:, 1:] != IGNORE  # positions whose next token is supervised
+    s = student[:, :-1][sel]
+    t = teacher[:, n_video:n_video + length - 1][sel]
+    return topk_kl(s, t.detach(), k)

@@ -1,0 +1,156 @@
+"""The stages of the recipe (shared/specs/vamba_model.md "Training recipe"), each reading the
+previous stage's checkpoint folder and writing its own:
+
+    teacher   a tiny Qwen2-VL trained from scratch on captions + QA → ``DIR/teacher``
+    convert   Qwen2-VL → VAMBA variant (cross-attn init, mixer) → ``DIR/converted``
+    stage1    only cross_attn, vision_mixer, α; captions; LM + λ·KL(teacher ‖ student) → ``DIR/stage1``
+    stage2    decoder (+ merger) on QA; ViT and lm_head frozen → ``DIR/stage2``
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+
+from vamba_eval.train import ckpt
+from vamba_eval.train.batches import Batch, TrainSet, token_ids
+from vamba_eval.train.forward import aligned_kl, batch_vision_attention, lm_loss, student_logits, teacher_forward
+from vamba_eval.train.loop import Logger, train, validate
+from vamba_eval.train.recipe import Recipe, mixer_overrides, qwen2vl_config
+
+STAGE1_KEYS = (".cross_attn.", ".vision_mixer.", ".alpha")
+STAGE2_FROZEN = ("visual.patch_embed.", "visual.blocks.", "lm_head.")
+
+
+def load_tokenizer(data_dir: Path) -> Any:
+    from vamba_eval.models.tokenizer import load_tokenizer as load
+
+    return load(Path(data_dir) / "tokenizer")
+
+
+def new_teacher(recipe: Recipe, tokenizer: Any, seed: int) -> Any:
+    """A randomly initialised tiny Qwen2-VL (the `transformers` class) for this tokenizer."""
+    from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration
+
+    from vamba_eval.models.tokenizer import special_token_ids
+
+    torch.manual_seed(seed)
+    cfg = Qwen2VLConfig(**qwen2vl_config(recipe.model, len(tokenizer), special_token_ids(tokenizer)))
+    cfg._attn_implementation = "sdpa"
+    return Qwen2VLForConditionalGeneration(cfg)
+
+
+def teacher_step(model: Any, video_pad: int):
+    def step(batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
+        logits, labels, _ = teacher_forward(model, batch, video_pad)
+        return lm_loss(logits, labels), {}
+    return step
+
+
+def run_teacher(out: Path, data_dir: Path, recipe: Recipe, device: torch.device, log: Logger) -> Path:
+    tokenizer = load_tokenizer(data_dir)
+    data = TrainSet(data_dir, tokenizer).to(device)
+    model = new_teacher(recipe, tokenizer, recipe.seed).to(device).train()
+    batch_vision_attention(model)
+    log(f"[teacher] Qwen2-VL {sum(p.numel() for p in model.parameters()):,} params; "
+        f"{data.count('qa')} QA + {data.count('caption')} caption examples")
+    pad = token_ids(tokenizer).video_pad
+    hist = train(model.parameters(), teacher_step(model, pad), data, recipe.teacher, device, recipe.seed, log, "teacher")
+    model.eval()
+    hist.append({"stage": "teacher", **validate(lambda b: teacher_forward(model, b, pad)[:2], data, device)})
+    log(f"[teacher] held-out {hist[-1]}", **hist[-1])
+    folder = ckpt.save_qwen2vl(model, Path(out) / "teacher", tokenizer)
+    _write_history(folder, hist)
+    return folder
+
+
+def run_convert(out: Path, recipe: Recipe, log: Logger) -> Path:
+    from vamba_eval.models.vamba.convert import VARIANTS, vamba_from_qwen2vl
+
+    init, mixer = VARIANTS[recipe.variant]
+    teacher = ckpt.load_qwen2vl(Path(out) / "teacher")
+    model = vamba_from_qwen2vl(teacher, cross_attn_init=init, mixer=mixer, seed=recipe.seed,
+                               mixer_overrides=mixer_overrides(recipe.model))
+    model.config = model.config.replace(distill_coeff=float(recipe.distill_lambda))
+    log(f"[convert] variant {recipe.variant} (cross_attn_init={init}, mixer={mixer}): "
+        f"{sum(p.numel() for p in model.parameters()):,} params")
+    tokenizer = load_tokenizer_from(Path(out) / "teacher")
+    return ckpt.save_vamba(model, Path(out) / "converted", tokenizer)
+
+
+def load_tokenizer_from(folder: Path) -> Any:
+    from vamba_eval.models.tokenizer import load_tokenizer as load
+
+    return load(folder)
+
+
+def set_trainable(model: torch.nn.Module, stage: str) -> list[str]:
+    """Freeze per stage; returns the names left trainable."""
+    names = []
+    for name, p in model.named_parameters():
+        if stage == "stage1":
+            p.requires_grad_(any(key in name or name.endswith(key) for key in STAGE1_KEYS))
+        elif stage == "stage2":
+            p.requires_grad_(not name.startswith(STAGE2_FROZEN))
+        else:
+            raise ValueError(f"unknown stage {stage!r}")
+        if p.requires_grad:
+            names.append(name)
+    return names
+
+
+def student_step(model: Any, teacher: Optional[Any], lam: float, topk: int, video_pad: int):
+    """LM loss, plus λ·top-k KL to the teacher when λ > 0 (λ = 0 is exactly the LM loss)."""
+    def step(batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
+        logits = student_logits(model, batch)
+        lm = lm_loss(logits, batch.labels)
+        if teacher is None or lam == 0:
+            return lm, {"lm": float(lm.detach())}
+        with torch.no_grad():
+            t_logits, _, n = teacher_forward(teacher, batch, video_pad)
+        kl = aligned_kl(logits, t_logits, batch.labels, n, topk)
+        return lm + lam * kl, {"lm": float(lm.detach()), "kl": float(kl.detach())}
+    return step
+
+
+def run_student(out: Path, data_dir: Path, recipe: Recipe, device: torch.device, log: Logger,
+                stage: str) -> Path:
+    """stage1 (from ``converted``) or stage2 (from ``stage1``)."""
+    src = Path(out) / ("converted" if stage == "stage1" else "stage1")
+    tokenizer = load_tokenizer_from(src)
+    model = ckpt.load_vamba(src, device).train()
+    names = set_trainable(model, stage)
+    teacher = None
+    lam = recipe.distill_lambda if stage == "stage1" else 0.0
+    if lam > 0:
+        teacher = ckpt.load_qwen2vl(Path(out) / "teacher", device).eval().requires_grad_(False)
+        batch_vision_attention(teacher)
+    data = TrainSet(data_dir, tokenizer).to(device)
+    n_train = sum(p.numel() for n, p in model.named_parameters() if n in set(names))
+    log(f"[{stage}] training {len(names)} tensors ({n_train:,} params); λ={lam}")
+    step = student_step(model, teacher, lam, recipe.distill_topk, token_ids(tokenizer).video_pad)
+    settings = recipe.stage1 if stage == "stage1" else recipe.stage2
+    before = {"stage": f"{stage}:before", **_validate_student(model, data, device)}
+    log(f"[{stage}] held-out before {before}", **before)
+    hist = [before] + train(model.parameters(), step, data, settings, device, recipe.seed, log, stage)
+    hist.append({"stage": stage, **_validate_student(model, data, device)})
+    log(f"[{stage}] held-out after {hist[-1]}", **hist[-1])
+    folder = ckpt.save_vamba(model.eval(), Path(out) / stage, tokenizer)
+    _write_history(folder, hist)
+    return folder
+
+
+def _validate_student(model: Any, data: TrainSet, device: torch.device) -> dict[str, float]:
+    was = model.training
+    model.eval()
+    try:
+        return validate(lambda b: (student_logits(model, b), b.labels), data, device)
+    finally:
+        model.train(was)
+
+
+def _write_history(folder: Path, hist: list[dict[str, Any]]) -> None:
+    (Path(folder) / "history.json").write_text(json.dumps(hist, indent=1) + "\n", encoding="utf-8")
