@@ -398,3 +398,14 @@ def test_run_gveval_end_to_end_with_a_local_judge(server, monkeypatch, tmp_path)
         if path.is_file():
             assert CANARY not in path.read_bytes().decode("utf-8", "replace"), path
     server.responder = None
+
+
+def test_judge_tasks_without_a_judge_fail_before_any_model_work(tmp_path, monkeypatch, capsys):
+    from vamba_eval.cli import main
+
+    monkeypatch.setenv("VAMBA_EVAL_CACHE", str(tmp_path / "cache"))
+    with pytest.raises(SystemExit) as exc:
+        main(["run", "--tasks", "gveval", "--limit", "1", "--output", str(tmp_path / "run")])
+    assert exc.value.code == 2
+    assert "--judge-model" in capsys.readouterr().err
+    assert not (tmp_path / "run" / "samples.jsonl").exists()

@@ -128,11 +128,12 @@ def _judge_for(cfg: RunConfig, plans: list[TaskPlan]) -> tuple[Any, dict[str, An
     from vamba_eval.judge import build_judge
 
     judge = build_judge(cfg)
-    if judge is None:
-        print(f"[vamba-eval] !!! {', '.join(t.name for t in judged)}: scored by an LLM judge and none is "
-              "configured (--judge-model / --judge-base-url): every sample will be a recorded JudgeUnavailable "
-              "error, never a score.", file=sys.stderr)
-        return None, {"configured": False}
+    if judge is None:  # fail before any model work, not halfway through
+        from vamba_eval.run.config import ConfigFileError
+
+        raise ConfigFileError(f"{', '.join(t.name for t in judged)}: scored by an LLM judge and none is configured. "
+                              "Pass --judge-model (and --judge-base-url for an OpenAI-compatible server; the key "
+                              "is read from $OPENAI_API_KEY or --judge-api-key-env), or leave these tasks out.")
     info = {"configured": True, **judge.describe()}
     for task in judged:
         check = task.extra.get("check_judge")
