@@ -190,11 +190,13 @@ class Verdict:
 def judge_caption(judge: Any, prompt: str, visual: Optional[Visual], accr: bool) -> Verdict:
     """Ask the judge up to ``ATTEMPTS`` times until its reply can be scored; else JudgeReplyUnusable.
 
-    API failures are retried inside ``judge.chat`` and surface as ``JudgeUnavailable``."""
+    API failures are retried inside ``judge.chat`` and surface as ``JudgeUnavailable``. Each attempt
+    is a new sample (temperature 1): ``sample_index`` keeps the judge's reply cache from replaying
+    attempt 1's unusable reply as attempt 2, while a re-run replays every attempt as it was."""
     messages = messages_for(prompt, visual)
     problems: list[str] = []
-    for _ in range(ATTEMPTS):
-        reply = judge.chat(messages, **SAMPLING)
+    for attempt in range(ATTEMPTS):
+        reply = judge.chat(messages, **SAMPLING, sample_index=attempt)
         try:
             scores, used = scores_of(reply, accr)
         except ScoreParseError as err:

@@ -33,7 +33,9 @@ Score
     score = Σ value·p. ACCR value = mean of the four. No marker / marker last / no integer
     alternative → ask again (3 attempts, like the authors' ``ignore = 3``), then the sample is a
     recorded ``JudgeReplyUnusable`` failure — never a made-up score. API errors are retried by the
-    judge client (backoff), then ``JudgeUnavailable``.
+    judge client (backoff), then ``JudgeUnavailable``. Judge replies are cached on disk per request
+    and attempt (``vamba_eval.judge_cache``): a re-run replays the same samples of the temperature-1
+    judge (reproducible, free); ``--no-judge-cache`` draws new ones.
 
 Aggregation
     Mean score 0–100 over the scored samples (failed ones are left out, as the authors drop them)

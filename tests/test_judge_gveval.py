@@ -117,7 +117,7 @@ def judge(server, monkeypatch):
     for name in (gveval.MODE_ENV, gveval.ACCR_ENV):
         monkeypatch.delenv(name, raising=False)
     return Judge(JudgeConfig(model="judge-test", base_url=server.url, api_key_env=KEY_ENV, timeout_s=10,
-                             max_retries=3, backoff_s=0.01))
+                             max_retries=3, backoff_s=0.01, cache=False))  # the cache: test_judge_cache.py
 
 
 @pytest.fixture(scope="module")

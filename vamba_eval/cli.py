@@ -82,6 +82,8 @@ def run(
                                                     "(default OPENAI_API_KEY; the key is never recorded)."),
     judge_prompts: Optional[str] = typer.Option(None, help="Folder with the benchmark authors' judge prompts "
                                                 "(default: our labelled paraphrases)."),
+    judge_cache: Optional[bool] = typer.Option(None, "--judge-cache/--no-judge-cache",
+                                               help="Replay stored judge replies of identical requests (default on)."),
     gveval_mode: Optional[str] = typer.Option(None, help="G-VEval: reference-free | reference-only | combined."),
     gveval_accr: Optional[bool] = typer.Option(None, "--gveval-accr/--no-gveval-accr", help="G-VEval ACCR variant."),
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="run.yaml with the same keys; flags override."),
@@ -96,7 +98,7 @@ def run(
                      resume=resume, seed=seed, device=device, dtype=dtype, ssm_backend=ssm_backend,
                      chunk_frames=chunk_frames, compile=compile, scoring=scoring, subtitles=subtitles, workers=workers,
                      judge_model=judge_model, judge_base_url=judge_base_url, judge_api_key_env=judge_api_key_env,
-                     judge_prompts=judge_prompts, gveval_mode=gveval_mode, gveval_accr=gveval_accr,
+                     judge_prompts=judge_prompts, judge_cache=judge_cache, gveval_mode=gveval_mode, gveval_accr=gveval_accr,
                      executor=executor, gpus=gpus, gpus_per_worker=gpus_per_worker, cpu_workers=cpu_workers,
                      ray_address=ray_address, max_attempts=max_attempts, oom_retry_frames=oom_retry_frames)
     cfg = build_config(config, overrides)

@@ -96,6 +96,10 @@ def evaluate(config: Optional[RunConfig] = None, *, config_file: Optional[Path] 
                judge_info)
         if units:
             _execute(run_dir, cfg, plans, units, model, total, total - len(units), judge)
+        if judge is not None:  # Ray actors score with their own judge copies: usage not collected there
+            from vamba_eval.judge import record_judge_usage
+
+            record_judge_usage(run_dir, judge)
     results = compute_results(run_dir, plans, cfg)
     if report:
         render(run_dir)

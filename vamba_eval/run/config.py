@@ -15,7 +15,7 @@ from vamba_eval.task_api import SCORING_MODES
 
 # Keys that cannot change a sample's result; everything else goes into the config hash.
 NON_RESULT_KEYS = ("output", "resume", "workers", "progress", "frame_cache", "executor", "gpus", "gpus_per_worker",
-                   "cpu_workers", "cpus_per_worker", "ray_address", "max_restarts", "max_attempts")
+                   "cpu_workers", "cpus_per_worker", "ray_address", "max_restarts", "max_attempts", "judge_cache")
 
 
 class ConfigFileError(ValueError):
@@ -52,6 +52,7 @@ class RunConfig(BaseModel):
     judge_model: Optional[str] = None
     judge_api_key_env: str = "OPENAI_API_KEY"
     judge_prompts: Optional[str] = None  # folder with the benchmark authors' judge prompt files
+    judge_cache: bool = True  # replay stored judge replies of identical requests (vamba_eval.judge_cache)
     gveval_mode: Literal["reference-free", "reference-only", "combined"] = "reference-free"
     gveval_accr: bool = False
     workers: int = Field(2, ge=1, le=32)  # decode threads
