@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
-from importlib import resources
 from pathlib import Path
 from typing import Any, Optional
 from urllib.parse import quote
@@ -19,7 +18,7 @@ from urllib.parse import quote
 import jinja2
 from markupsafe import Markup
 
-from vamba_eval.report import CSS, KEY_LIKE, REDACTED, check_no_secrets
+from vamba_eval.report import CSS, KEY_LIKE, REDACTED, check_no_secrets, template_root
 
 MACROS = "page_macros.html.j2"
 
@@ -30,22 +29,9 @@ def _scrub(value: Any) -> Any:
     return value
 
 
-def _template_root(name: str) -> Any:
-    local = Path(__file__).resolve().parent.parent / "reports"
-    try:
-        candidates = [resources.files("vamba_eval.report_templates"), local]
-    except (ModuleNotFoundError, TypeError):
-        candidates = [local]
-    for root in candidates:
-        if root.joinpath(name).is_file():
-            return root
-    raise FileNotFoundError(f"template {name} not found (package vamba_eval.report_templates or {local}); "
-                            "reinstall vamba-eval")
-
-
 def render_page(template: str, script_macro: Optional[str] = None, **context: Any) -> str:
     """Render ``reports/<template>`` with the shared CSS and (optionally) one script from the macros file."""
-    root = _template_root(template)
+    root = template_root(template)
 
     def load(name: str) -> Optional[str]:
         entry = root.joinpath(name)

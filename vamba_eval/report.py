@@ -310,7 +310,7 @@ def _split_inline(views: list[dict[str, Any]], limit: int) -> tuple[list[dict[st
     return keep[:limit], note + ". Every sample is in the samples-N.html pages linked below."
 
 
-def _template_root() -> Any:
+def template_root(name: str = TEMPLATE) -> Any:
     """Installed package data first (``vamba_eval.report_templates``), then the source tree's reports/."""
     local = Path(__file__).resolve().parent.parent / "reports"
     try:
@@ -318,14 +318,14 @@ def _template_root() -> Any:
     except (ModuleNotFoundError, TypeError):
         candidates = [local]
     for root in candidates:
-        if root.joinpath(TEMPLATE).is_file():
+        if root.joinpath(name).is_file():
             return root
-    raise FileNotFoundError(f"report templates not found (package vamba_eval.report_templates or {local}); "
+    raise FileNotFoundError(f"template {name} not found (package vamba_eval.report_templates or {local}); "
                             "reinstall vamba-eval")
 
 
 def _environment() -> tuple[jinja2.Environment, Markup, Markup, str]:
-    root = _template_root()
+    root = template_root()
 
     def load(name: str) -> Optional[str]:
         entry = root.joinpath(name)
