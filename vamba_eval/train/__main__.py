@@ -19,7 +19,8 @@ STAGES = ("data", "teacher", "convert", "stage1", "stage2", "export")
 
 def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m vamba_eval.train", description=__doc__)
-    p.add_argument("stage", choices=(*STAGES, "all"), help="one stage, or all of them in order")
+    p.add_argument("stage", choices=(*STAGES, "all", "install"),
+                   help="one stage, or all of them in order; install: copy OUT/checkpoints/* into the package")
     p.add_argument("--out", required=True, type=Path, help="output folder (stage folders, logs, checkpoints)")
     p.add_argument("--data", type=Path, default=None, help="cached training data folder (default OUT/data; "
                    "built by the data stage, reused when complete)")
@@ -101,6 +102,11 @@ def main(argv: Optional[list[str]] = None) -> int:
     recipe = build_recipe(args)
     (args.out / "recipe.json").write_text(json.dumps(recipe.to_dict(), indent=1) + "\n", encoding="utf-8")
     log = Logger(args.out)
+    if args.stage == "install":
+        from vamba_eval.train.export import install
+
+        install(args.out, log)
+        return 0
     for stage in (STAGES if args.stage == "all" else (args.stage,)):
         run(stage, args, recipe, log)
     return 0

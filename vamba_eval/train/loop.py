@@ -99,6 +99,9 @@ def train(params: Iterable[torch.nn.Parameter], step_fn: StepFn, data: TrainSet,
                 + f" ({rec['elapsed_s']}s)", **rec)
             window = []
         step += 1
+        if stage.max_seconds and time.perf_counter() - t0 > 1.15 * stage.max_seconds and step < stage.steps:
+            log(f"[{name}] stopping at step {step}/{stage.steps}: past 1.15 × max_seconds")
+            stage = dataclasses.replace(stage, steps=step)
         if step == 20:
             mark = time.perf_counter() - t0
         stage = fit_budget(stage, step, time.perf_counter() - t0, mark, log, name)

@@ -58,17 +58,18 @@ class Recipe:
     variant: str = "D"  # A–D of vamba_eval.models.vamba.convert.VARIANTS
     distill_lambda: float = 0.0  # the paper's final recipe; ablations sweep it
     distill_topk: int = 100
+    video_norm_penalty: float = 1.0  # weight of forward.video_scale_penalty (teacher, stage 2)
     export_dtype: str = "float32"
     data: DataRecipe = field(default_factory=DataRecipe)
     model: ModelRecipe = field(default_factory=ModelRecipe)
     # gpu preset: each stage stops at max_seconds (steps are cut after 20 to keep the schedule whole);
     # the steps actually run are in each stage's history.json and the checkpoint's training.json
     teacher: StageRecipe = field(default_factory=lambda: StageRecipe(
-        steps=8000, lr=2e-3, batch=64, warmup=200, caption_fraction=0.3, max_seconds=185))
+        steps=20000, lr=2e-3, batch=128, warmup=200, caption_fraction=0.35, max_seconds=210))
     stage1: StageRecipe = field(default_factory=lambda: StageRecipe(
-        steps=3000, lr=2e-3, batch=64, warmup=100, caption_fraction=1.0, max_seconds=45))
+        steps=5000, lr=2e-3, batch=128, warmup=100, caption_fraction=1.0, max_seconds=35))
     stage2: StageRecipe = field(default_factory=lambda: StageRecipe(
-        steps=6000, lr=1e-3, batch=64, warmup=100, caption_fraction=0.1, max_seconds=115))
+        steps=10000, lr=1e-3, batch=128, warmup=100, caption_fraction=0.1, max_seconds=90))
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -80,9 +81,9 @@ def preset(name: str) -> Recipe:
     if name == "gpu":
         return r
     if name == "cpu":
-        r.teacher.steps, r.stage1.steps, r.stage2.steps = 1500, 400, 800
-        for st in (r.teacher, r.stage1, r.stage2):
-            st.batch, st.max_seconds, st.warmup = 24, 0.0, 50
+        r.teacher = StageRecipe(steps=1800, lr=2e-3, batch=16, warmup=100, caption_fraction=0.4)
+        r.stage1 = StageRecipe(steps=300, lr=2e-3, batch=16, warmup=50, caption_fraction=1.0)
+        r.stage2 = StageRecipe(steps=1000, lr=1e-3, batch=16, warmup=50, caption_fraction=0.1)
         return r
     if name == "test":
         r.data = DataRecipe(videos_per_task=1, task_videos={}, caption_videos=2, caption_long_frames=8,

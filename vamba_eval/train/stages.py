@@ -17,7 +17,8 @@ import torch
 
 from vamba_eval.train import ckpt
 from vamba_eval.train.batches import Batch, TrainSet, token_ids
-from vamba_eval.train.forward import aligned_kl, batch_vision_attention, lm_loss, student_logits, teacher_forward
+from vamba_eval.train.forward import (aligned_kl, batch_vision_attention, lm_loss, student_logits, teacher_forward,
+                                      track_video_tokens, video_scale_penalty)
 from vamba_eval.train.loop import Logger, train, validate
 from vamba_eval.train.recipe import Recipe, mixer_overrides, qwen2vl_config
 
@@ -43,10 +44,17 @@ def new_teacher(recipe: Recipe, tokenizer: Any, seed: int) -> Any:
     return Qwen2VLForConditionalGeneration(cfg)
 
 
-def teacher_step(model: Any, video_pad: int):
+def teacher_step(model: Any, video_pad: int, norm_weight: float = 0.0):
+    """LM loss (+ ``norm_weight`` · video-token scale penalty, see ``forward.video_scale_penalty``)."""
+    store = track_video_tokens(model)
+
     def step(batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
         logits, labels, _ = teacher_forward(model, batch, video_pad)
-        return lm_loss(logits, labels), {}
+        lm = lm_loss(logits, labels)
+        if not norm_weight:
+            return lm, {"lm": float(lm.detach())}
+        pen = video_scale_penalty(store["video"])
+        return lm + norm_weight * pen, {"lm": float(lm.detach()), "video_pen": float(pen.detach())}
     return step
 
 
@@ -58,7 +66,8 @@ def run_teacher(out: Path, data_dir: Path, recipe: Recipe, device: torch.device,
     log(f"[teacher] Qwen2-VL {sum(p.numel() for p in model.parameters()):,} params; "
         f"{data.count('qa')} QA + {data.count('caption')} caption examples")
     pad = token_ids(tokenizer).video_pad
-    hist = train(model.parameters(), teacher_step(model, pad), data, recipe.teacher, device, recipe.seed, log, "teacher")
+    hist = train(model.parameters(), teacher_step(model, pad, recipe.video_norm_penalty), data, recipe.teacher, device,
+                 recipe.seed, log, "teacher")
     model.eval()
     hist.append({"stage": "teacher", **validate(lambda b: teacher_forward(model, b, pad)[:2], data, device)})
     log(f"[teacher] held-out {hist[-1]}", **hist[-1])
@@ -102,17 +111,24 @@ def set_trainable(model: torch.nn.Module, stage: str) -> list[str]:
     return names
 
 
-def student_step(model: Any, teacher: Optional[Any], lam: float, topk: int, video_pad: int):
-    """LM loss, plus λ·top-k KL to the teacher when λ > 0 (λ = 0 is exactly the LM loss)."""
+def student_step(model: Any, teacher: Optional[Any], lam: float, topk: int, video_pad: int,
+                 norm_weight: float = 0.0):
+    """LM loss, plus λ·top-k KL to the teacher when λ > 0 (λ = 0 is exactly the LM loss), plus the
+    video-scale penalty when the merger trains (``norm_weight`` > 0)."""
     def step(batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
-        logits = student_logits(model, batch)
+        stats: dict[str, torch.Tensor] = {}
+        logits = student_logits(model, batch, stats)
         lm = lm_loss(logits, batch.labels)
+        loss, parts = lm, {"lm": float(lm.detach())}
+        if norm_weight:
+            pen = video_scale_penalty(stats["video"])
+            loss, parts["video_pen"] = loss + norm_weight * pen, float(pen.detach())
         if teacher is None or lam == 0:
-            return lm, {"lm": float(lm.detach())}
+            return loss, parts
         with torch.no_grad():
             t_logits, _, n = teacher_forward(teacher, batch, video_pad)
         kl = aligned_kl(logits, t_logits, batch.labels, n, topk)
-        return lm + lam * kl, {"lm": float(lm.detach()), "kl": float(kl.detach())}
+        return loss + lam * kl, {**parts, "kl": float(kl.detach())}
     return step
 
 
@@ -131,7 +147,8 @@ def run_student(out: Path, data_dir: Path, recipe: Recipe, device: torch.device,
     data = TrainSet(data_dir, tokenizer).to(device)
     n_train = sum(p.numel() for n, p in model.named_parameters() if n in set(names))
     log(f"[{stage}] training {len(names)} tensors ({n_train:,} params); λ={lam}")
-    step = student_step(model, teacher, lam, recipe.distill_topk, token_ids(tokenizer).video_pad)
+    norm_weight = recipe.video_norm_penalty if stage == "stage2" else 0.0  # stage 1 does not train the merger
+    step = student_step(model, teacher, lam, recipe.distill_topk, token_ids(tokenizer).video_pad, norm_weight)
     settings = recipe.stage1 if stage == "stage1" else recipe.stage2
     before = {"stage": f"{stage}:before", **_validate_student(model, data, device)}
     log(f"[{stage}] held-out before {before}", **before)

@@ -1,0 +1,214 @@
+"""Small-scale training (vamba_eval.train): stage steps, the distillation loss, freezing, the CLI,
+and the bundled trained checkpoints."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from vamba_eval.train import ckpt
+from vamba_eval.train.batches import IGNORE, TrainSet, token_ids
+from vamba_eval.train.data import task_chunk, write_data
+from vamba_eval.train.forward import aligned_kl, lm_loss, student_logits, teacher_forward, topk_kl
+from vamba_eval.train.recipe import mixer_overrides, preset
+from vamba_eval.train.stages import STAGE1_KEYS, new_teacher, set_trainable, student_step, teacher_step
+from vamba_eval.train.tokenizer import train_bpe, training_texts
+
+PACKAGE_CKPTS = Path(__file__).resolve().parent.parent / "vamba_eval" / "checkpoints"
+MAX_CKPT_BYTES = 12 * 2**20  # "a few MB"
+
+
+# --- fixtures -----------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    """One lvbench training release (seed 1000), its tokenizer, a tiny teacher and its VAMBA variant D."""
+    folder = tmp_path_factory.mktemp("train") / "data"
+    frames, examples = task_chunk("lvbench", 1000, 1)
+    write_data(folder, {"8x84x168": frames}, [("8x84x168", i) for i in range(len(frames))], examples, ["lvbench"])
+    tok = train_bpe(training_texts(examples), 400)
+    data = TrainSet(folder, tok, holdout_every=0)
+    recipe = preset("test")
+    teacher = new_teacher(recipe, tok, 0)
+    from vamba_eval.models.vamba.convert import vamba_from_qwen2vl
+
+    student = vamba_from_qwen2vl(teacher, "self_attn", "mamba2", 0, mixer_overrides(recipe.model))
+    qa = [i for i, e in enumerate(data.examples) if e["kind"] == "qa"][:4]
+    return {"tok": tok, "data": data, "teacher": teacher, "student": student, "batch": data.collate(qa)}
+
+
+def one_step(model, step_fn, batch, lr=3e-3):
+    """Loss on ``batch``, one AdamW step on the trainable parameters, loss again."""
+    model.train()
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=0.01)
+    before, _ = step_fn(batch)
+    before.backward()
+    opt.step()
+    with torch.no_grad():
+        after, _ = step_fn(batch)
+    return float(before.detach()), float(after)
+
+
+# --- each stage learns ----------------------------------------------------------------------------
+def test_teacher_step_decreases_loss(setup):
+    teacher = copy.deepcopy(setup["teacher"])
+    before, after = one_step(teacher, teacher_step(teacher, token_ids(setup["tok"]).video_pad), setup["batch"])
+    assert after < before
+
+
+@pytest.mark.parametrize("stage", ["stage1", "stage2"])
+def test_student_step_decreases_loss(setup, stage):
+    student = copy.deepcopy(setup["student"])
+    set_trainable(student, stage)
+    step = student_step(student, None, 0.0, 100, token_ids(setup["tok"]).video_pad)
+    before, after = one_step(student, step, setup["batch"])
+    assert after < before
+
+
+def test_stage1_with_distillation_decreases_loss(setup):
+    student = copy.deepcopy(setup["student"])
+    set_trainable(student, "stage1")
+    teacher = copy.deepcopy(setup["teacher"]).eval().requires_grad_(False)
+    step = student_step(student, teacher, 1.0, 100, token_ids(setup["tok"]).video_pad)
+    _, parts = step(setup["batch"])
+    assert parts["kl"] > 0
+    before, after = one_step(student, step, setup["batch"])
+    assert after < before
+
+
+# --- freezing -------------------------------------------------------------------------------------
+def test_stage1_updates_only_cross_attn_mixers_alpha(setup):
+    student = copy.deepcopy(setup["student"])
+    trainable = set_trainable(student, "stage1")
+    assert trainable and all(any(k in n for k in STAGE1_KEYS) for n in trainable)
+    assert any(".cross_attn." in n for n in trainable) and any(".vision_mixer." in n for n in trainable)
+    assert any(n.endswith(".alpha") for n in trainable)
+    start = {n: p.detach().clone() for n, p in student.named_parameters()}
+    one_step(student, student_step(student, None, 0.0, 100, 0), setup["batch"], lr=1e-2)
+    for name, p in student.named_parameters():
+        if name in trainable:
+            continue
+        assert torch.equal(p, start[name]), f"{name} changed in stage 1"
+    assert any(not torch.equal(p, start[n]) for n, p in student.named_parameters() if n in trainable)
+
+
+def test_stage2_freezes_vit_and_lm_head(setup):
+    student = copy.deepcopy(setup["student"])
+    trainable = set(set_trainable(student, "stage2"))
+    assert not any(n.startswith(("visual.blocks.", "visual.patch_embed.", "lm_head.")) for n in trainable)
+    assert any(n.startswith("visual.merger.") for n in trainable)
+    assert any(n.startswith("model.layers.") for n in trainable)
+
+
+# --- losses ---------------------------------------------------------------------------------------
+def test_kl_zero_for_identical_logits_positive_otherwise():
+    g = torch.Generator().manual_seed(0)
+    t = torch.randn(6, 300, generator=g)
+    assert float(topk_kl(t.clone(), t, 100)) == 0.0
+    assert float(topk_kl(t + 0.5 * torch.randn(6, 300, generator=g), t, 100)) > 0
+
+
+def test_kl_equals_hand_computation():
+    teacher = torch.tensor([[2.0, 1.0, 0.0, -1.0]])
+    student = torch.tensor([[0.5, 1.5, 3.0, 0.0]])
+    # top-2 of the teacher: ids 0, 1; both renormalised over {0, 1}
+    p = torch.softmax(torch.tensor([2.0, 1.0]), 0)
+    q = torch.softmax(torch.tensor([0.5, 1.5]), 0)
+    hand = float((p * (p.log() - q.log())).sum())
+    assert float(topk_kl(student, teacher, 2)) == pytest.approx(hand, rel=1e-6)
+    assert float(topk_kl(student, teacher, 100)) > 0  # k larger than the vocabulary: the whole vocabulary
+
+
+def test_aligned_kl_zero_when_student_equals_teacher(setup):
+    """Student position q is teacher position q + N: the same logits shifted by N give 0."""
+    batch, n = setup["batch"], 7
+    s = torch.randn(batch.ids.shape[0], batch.ids.shape[1], 50)
+    t = torch.cat([torch.randn(s.shape[0], n, 50), s], dim=1)
+    assert float(aligned_kl(s, t, batch.labels, n, 100)) == 0.0
+    assert float(aligned_kl(s, torch.roll(t, 1, dims=-1), batch.labels, n, 100)) > 0
+
+
+def test_lambda_zero_is_plain_lm_loss(setup):
+    student, batch = setup["student"].eval(), setup["batch"]
+    teacher = setup["teacher"].eval()
+    with torch.no_grad():
+        lm = lm_loss(student_logits(student, batch), batch.labels)
+        loss0, _ = student_step(student, teacher, 0.0, 100, token_ids(setup["tok"]).video_pad)(batch)
+    assert float(loss0) == float(lm)
+
+
+def test_batched_student_equals_reference_forward(setup):
+    student, batch = setup["student"].eval(), setup["batch"]
+    with torch.no_grad():
+        logits = student_logits(student, batch)
+        for row in range(batch.ids.shape[0]):
+            n = int(batch.mask[row].sum())
+            ref = student(batch.ids[row:row + 1, :n], batch.frames[row])
+            torch.testing.assert_close(logits[row, :n], ref[0], rtol=1e-4, atol=1e-5)
+
+
+def test_teacher_labels_line_up_with_student(setup):
+    with torch.no_grad():
+        _, labels_t, n = teacher_forward(setup["teacher"].eval(), setup["batch"], token_ids(setup["tok"]).video_pad)
+    lab = setup["batch"].labels
+    assert torch.equal(labels_t[:, n:n + lab.shape[1]][lab != IGNORE], lab[lab != IGNORE])
+
+
+# --- the command line -----------------------------------------------------------------------------
+def test_train_all_command_runs_every_stage(tmp_path):
+    from vamba_eval.train.__main__ import main
+
+    steps = [f"--set={s}.steps=1" for s in ("teacher", "stage1", "stage2")]
+    assert main(["all", "--out", str(tmp_path), "--preset", "test", "--tasks", "lvbench",
+                 "--set", "data.caption_videos=1", "--set", "distill_lambda=0.5", *steps]) == 0
+    for name in ("qwen2vl-tiny", "vamba-tiny"):
+        folder = tmp_path / "checkpoints" / name
+        assert {"config.json", "model.safetensors", "tokenizer.json", "training.json"} <= {p.name for p in folder.iterdir()}
+    record = json.loads((tmp_path / "checkpoints" / "vamba-tiny" / "training.json").read_text())
+    assert record["recipe"]["variant"] == "D" and record["recipe"]["distill_lambda"] == 0.5
+    assert json.loads((tmp_path / "checkpoints" / "vamba-tiny" / "config.json").read_text())["distill_coeff"] == 0.5
+    stages = [json.loads(line).get("stage") for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert {"data", "teacher", "convert", "stage1", "stage2", "export"} <= set(stages)
+
+
+# --- the bundled checkpoints ----------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def demo_sample(tmp_path_factory):
+    from vamba_eval.registry import get_task
+    from vamba_eval.run.config import RunConfig
+    from vamba_eval.run.plan import frame_spec
+    from vamba_eval.task_api import PromptContext
+    from vamba_eval.video import load_frames
+
+    task = get_task("lvbench")
+    folder = task.write_demo(tmp_path_factory.mktemp("demo") / "lvbench", 0)
+    sample = task.load(folder)[0]
+    video = load_frames(sample.video.path, frame_spec(task, RunConfig(tasks=["lvbench"]), True))
+    return task, sample, video, task.prompt(sample, PromptContext(tuple(video.times)))
+
+
+@pytest.mark.parametrize("name,model", [("vamba-tiny", "vamba"), ("qwen2vl-tiny", "qwen2vl")])
+def test_bundled_checkpoint_loads_and_answers(name, model, demo_sample):
+    from vamba_eval.models.base import ModelSpec
+    from vamba_eval.registry import get_model_factory
+    from vamba_eval.types import Request
+
+    folder = PACKAGE_CKPTS / name
+    if not (folder / "config.json").is_file():
+        pytest.skip(f"{folder}: no bundled checkpoint yet (python -m vamba_eval.train all --out DIR --device cuda, "
+                    "then python -m vamba_eval.train install --out DIR)")
+    assert ckpt.folder_bytes(folder) <= MAX_CKPT_BYTES
+    if name == "vamba-tiny":  # the 7B's loader, strict
+        assert ckpt.load_vamba(folder).config.mixer_type == "mamba2"
+    else:
+        assert type(ckpt.load_qwen2vl(folder)).__name__ == "Qwen2VLForConditionalGeneration"
+    adapter = get_model_factory(model)(ModelSpec(model))
+    assert adapter.describe()["untrained"] is False
+    task, sample, video, prompt = demo_sample
+    pred = adapter.generate([Request(sample.sample_id, video.frames, tuple(video.times), prompt, 16)])[0]
+    verdict = task.score(pred.text, sample, "official")
+    assert verdict.extraction.answer in tuple("ABCD"), f"unformatted reply {pred.text!r}"
