@@ -92,7 +92,6 @@ def time_prefill(model, n_frames: int, chunk: int | None, repeats: int) -> dict:
 
 def decode_speed(model, video, ids, new_tokens: int = 32) -> dict:
     torch.cuda.synchronize()
-    t0 = time.perf_counter()
     out, times = model.generate(ids, video, max_new_tokens=new_tokens, eos_token_ids=())
     torch.cuda.synchronize()
     return {"decode_tokens": len(out), "decode_tok_per_s": (len(out) - 1) / max(times["generate_s"], 1e-9)}

@@ -8,13 +8,13 @@ import json
 import threading
 import time
 from email.utils import formatdate
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import SimpleNamespace
 from typing import Any, Callable, Optional
 
 import numpy as np
 import pytest
 
+from judge_server import Server  # noqa: E402
 from vamba_eval.judge import (
     Judge, JudgeConfig, JudgeReplyMalformed, JudgeReplyUnusable, build_judge, record_judge_usage)
 from vamba_eval.judge_cache import LIST_PRICES_PER_1K, request_key, retry_after_s
@@ -39,55 +39,6 @@ def completion(text: str, alternatives: Optional[list[tuple[str, float]]] = None
                          "message": {"role": "assistant", "content": text}}],
             "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": len(words),
                       "total_tokens": prompt_tokens + len(words)}}
-
-
-class Server:
-    """Scripted replies (or ``responder``); records bodies; ``delay_s`` holds each request open
-    and ``max_in_flight`` is the most requests it ever held at once."""
-
-    def __init__(self) -> None:
-        self.script: list[Any] = []
-        self.requests: list[dict[str, Any]] = []
-        self.times: list[float] = []
-        self.responder: Optional[Callable[[dict[str, Any]], tuple]] = None  # → (status, dict | bytes[, headers])
-        self.delay_s = 0.0
-        self.in_flight = self.max_in_flight = 0
-        self.lock = threading.Lock()
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def do_POST(self) -> None:  # noqa: N802 - http.server API
-                raw = self.rfile.read(int(self.headers["Content-Length"]))
-                with outer.lock:
-                    outer.requests.append({"raw": raw.decode("utf-8"), "body": json.loads(raw)})
-                    outer.times.append(time.monotonic())
-                    outer.in_flight += 1
-                    outer.max_in_flight = max(outer.max_in_flight, outer.in_flight)
-                    item = outer.responder or (outer.script.pop(0) if outer.script else (500, {"error": {"message": "empty"}}))
-                time.sleep(outer.delay_s)
-                with outer.lock:
-                    outer.in_flight -= 1
-                status, payload, *rest = item(json.loads(raw)) if callable(item) else item
-                data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
-                try:
-                    self.send_response(status)
-                    self.send_header("Content-Type", "application/json")
-                    for name, value in (rest[0] if rest else {}).items():
-                        self.send_header(name, value)
-                    self.send_header("Content-Length", str(len(data)))
-                    self.end_headers()
-                    self.wfile.write(data)
-                except OSError:  # the client gave up (timeout test)
-                    pass
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
 
 
 @pytest.fixture(scope="module")

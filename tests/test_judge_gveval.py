@@ -10,12 +10,10 @@ import math
 import pickle
 import re
 import sys
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 import numpy as np
 import pytest
@@ -25,6 +23,7 @@ from scipy.stats import kendalltau
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import video_fixtures as vf  # noqa: E402
+from judge_server import Server  # noqa: E402
 
 from vamba_eval.judge import (  # noqa: E402
     Judge, JudgeConfig, JudgeConfigError, JudgeReplyUnusable, build_judge, make_judge)
@@ -63,43 +62,6 @@ def scored_reply(alternatives: list[tuple[str, float]], marker: str = "$", prefi
     """prefix, marker, the sampled score token (top alternatives given as PROBABILITIES), marker."""
     top = [(t, math.log(p)) for t, p in alternatives]
     return words(prefix) + [(f" {marker}", []), (alternatives[0][0], top), (marker, []), (".", [])]
-
-
-class Server:
-    """Scripted replies: each item is a (status, body) pair, or a callable request → (status, body)."""
-
-    def __init__(self) -> None:
-        self.script: list[Any] = []
-        self.requests: list[dict[str, Any]] = []
-        self.responder: Optional[Callable[[dict[str, Any]], tuple[int, dict[str, Any]]]] = None
-        self.lock = threading.Lock()
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def do_POST(self) -> None:  # noqa: N802 - http.server API
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                with outer.lock:
-                    outer.requests.append({"path": self.path, "body": body, "auth": self.headers.get("Authorization")})
-                    item = outer.responder or (outer.script.pop(0) if outer.script else (500, {"error": {"message": "script empty"}}))
-                status, payload = item(body) if callable(item) else item
-                data = json.dumps(payload).encode()
-                try:
-                    self.send_response(status)
-                    self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(len(data)))
-                    self.end_headers()
-                    self.wfile.write(data)
-                except OSError:  # the client gave up (timeout test)
-                    pass
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
 
 
 @pytest.fixture(scope="module")
