@@ -10,8 +10,9 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterator
 
-from vamba_eval.task_api import DataError
-from vamba_eval.taskutil import as_str_list, present, read_parquet, require_fields
+from vamba_eval.task_api import DataError, guard_record
+from vamba_eval.taskutil import (as_str_list, id_field, present, read_json_file, read_parquet, record_id, require_fields,
+                                 text_field)
 from vamba_eval.types import Sample, VideoRef
 
 REQUIRED = ("id", "video_id", "video_path", "question", "question_category", "duration_group", "duration")
@@ -33,19 +34,17 @@ def read_split(root: Path, split: str, json_name: str, letters: str, task: str) 
         records = [{k: _plain(v) for k, v in row.items()} for row in
                    read_parquet(path, REQUIRED).to_dict(orient="records")]
     for i, rec in enumerate(records):
-        where = f"record {i} (id {rec.get('id')})" if isinstance(rec, dict) else f"record {i}"
         if not isinstance(rec, dict):
-            raise DataError(f"{path}: {where}: expected a JSON object, got {type(rec).__name__}. Re-download the file.")
-        yield _sample(root, rec, path, where, split, letters, task), f"{path}: {where}"
+            raise DataError(f"{path}: record {i}: expected a JSON object, got {type(rec).__name__}. Re-download the file.")
+        rid = record_id(rec.get("id"))
+        where = f"record {i}" + (f" (id {rid})" if rid else "")
+        sample = guard_record(lambda: _sample(root, rec, path, where, split, letters, task), task=task,
+                              sample_id=rid or f"record{i}", source=path)
+        yield sample, f"{path}: {where}"
 
 
 def _read_json_list(path: Path) -> list[Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise DataError(f"{path}: invalid JSON ({exc.msg}, line {exc.lineno}). Re-download the file.") from exc
-    except OSError as exc:
-        raise DataError(f"{path}: cannot read ({exc.strerror}). Check the file's permissions.") from exc
+    data = read_json_file(path)
     if not isinstance(data, list):
         raise DataError(f"{path}: expected a JSON list of question records, got {type(data).__name__}. "
                         "Use lvb_val.json / lvb_test_wo_gt.json from the release.")
@@ -112,13 +111,16 @@ def _sample(root: Path, rec: dict[str, Any], path: Path, where: str, split: str,
     options = _candidates(rec, path, where, letters)
     answer = _label(rec, len(options), path, where, split, letters)
     try:
+        if any(isinstance(rec.get(k), bool) for k in ("duration", "starting_timestamp_for_subtitles")):
+            raise TypeError
         duration = float(rec["duration"])
         shift = float(rec.get("starting_timestamp_for_subtitles") or 0.0)
     except (TypeError, ValueError):
         raise DataError(f"{path}: {where}: 'duration' and 'starting_timestamp_for_subtitles' must be numbers "
                         f"(got {rec.get('duration')!r}, {rec.get('starting_timestamp_for_subtitles')!r}). Fix the record.") from None
     group = rec["duration_group"]
-    categories = {"duration_group": (str(int(group)) if isinstance(group, (int, float)) else str(group),),
+    integral = isinstance(group, (int, float)) and not isinstance(group, bool) and float(group).is_integer()
+    categories = {"duration_group": (str(int(group)) if integral else str(group),),
                   "question_category": (str(rec["question_category"]),)}
     for axis in ("level", "topic_category"):
         if present(rec.get(axis)):
@@ -126,16 +128,17 @@ def _sample(root: Path, rec: dict[str, Any], path: Path, where: str, split: str,
     meta: dict[str, Any] = {"video_id": str(rec["video_id"]), "duration": duration, "duration_s": duration,
                             "starting_timestamp_for_subtitles": shift, "split": split}
     meta.update({k: rec[k] for k in OPTIONAL_META if present(rec.get(k))})
-    sub = rec.get("subtitle_path")
+    has_sub = present(rec.get("subtitle_path")) and rec["subtitle_path"] != ""
+    sub = text_field(rec, "subtitle_path", path, where) if has_sub else None
     return Sample(
         task=task,
-        sample_id=str(rec["id"]),
-        video=VideoRef(path=str(root / "videos" / str(rec["video_path"]))),
-        question=str(rec["question"]),
+        sample_id=id_field(rec, "id", path, where),
+        video=VideoRef(path=str(root / "videos" / text_field(rec, "video_path", path, where))),
+        question=text_field(rec, "question", path, where),
         options=tuple(f"{letters[i]}. {c}" for i, c in enumerate(options)),
         answer=answer,
         categories=categories,
-        subtitles=str(root / "subtitles" / str(sub)) if present(sub) and str(sub) else None,
+        subtitles=str(root / "subtitles" / sub) if sub else None,
         meta=meta,
     )
 

@@ -18,13 +18,12 @@ test (hub ``MLVU/MLVU_Test``)
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from vamba_eval.task_api import DataError
-from vamba_eval.taskutil import require_folder
+from vamba_eval.taskutil import read_json_file, require_folder
 
 #: dev json stem → the task label of the official template's ``data_list`` (acc_dict keys).
 MC_TASKS: dict[str, str] = {
@@ -81,13 +80,9 @@ def unlabelled_test_file(root: Path) -> Optional[Path]:
 
 def read_json_list(path: Path) -> list[dict[str, Any]]:
     """A release file: a JSON list of objects (DataError naming the file otherwise)."""
-    try:
-        with open(path, encoding="utf-8") as handle:
-            data = json.load(handle)
-    except FileNotFoundError as exc:
-        raise DataError(f"{path}: file not found. Expected layout: {LAYOUT}") from exc
-    except json.JSONDecodeError as exc:
-        raise DataError(f"{path}: invalid JSON ({exc.msg}, line {exc.lineno}). Re-download the file.") from exc
+    if not path.is_file():
+        raise DataError(f"{path}: file not found. Expected layout: {LAYOUT}")
+    data = read_json_file(path)
     if not isinstance(data, list):
         raise DataError(f"{path}: expected a JSON list of records, got {type(data).__name__}. Re-download the file.")
     for i, rec in enumerate(data):

@@ -62,17 +62,20 @@ from pathlib import Path
 from typing import Any, Iterable, Optional, Sequence
 
 from vamba_eval.aggregate import aggregate_accuracy
-from vamba_eval.task_api import DataError, FrameDefaults, PromptContext, Score, TaskDef
+from vamba_eval.task_api import DataError, FrameDefaults, PromptContext, Score, TaskDef, bad_record, guard_record
 from vamba_eval.taskutil import (
     as_str_list,
     check_letter,
     check_mode,
+    id_field,
     parse_options,
     present,
     read_jsonl,
     read_parquet,
+    record_id,
     require_fields,
     require_folder,
+    text_field,
     unique_ids,
 )
 from vamba_eval.types import Extraction, Prompt, Sample, ScoredSample, VideoRef
@@ -136,29 +139,42 @@ def load(folder: Path) -> list[Sample]:
 
 def _load_meta(root: Path, path: Path) -> Iterable[tuple[Sample, str]]:
     for line_no, video in read_jsonl(path):
-        require_fields(video, ("key", "qa"), path, f"line {line_no}")
-        key = str(video["key"])
-        if not isinstance(video["qa"], list):
-            raise DataError(f"{path}: line {line_no} (video {key}): 'qa' must be a list of questions. Re-download the file.")
-        info = video.get("video_info") or {}
-        minutes = info.get("duration_minutes") if isinstance(info, dict) else None
-        for j, qa in enumerate(video["qa"]):
-            where = f"line {line_no} (video {key}) qa[{j}]"
-            if not isinstance(qa, dict):
-                raise DataError(f"{path}: {where}: expected a JSON object. Re-download the file.")
-            require_fields(qa, ("uid", "question", "answer", "question_type"), path, where)
-            where = f"line {line_no} (video {key}) uid {qa['uid']}"
-            row = _Row(
-                uid=str(qa["uid"]),
-                key=key,
-                question=qa["question"],
-                answer=qa["answer"],
-                question_type=qa["question_type"],
-                genre=str(video["type"]) if video.get("type") else None,
-                time_reference=str(qa.get("time_reference") or ""),
-                duration=float(minutes) * 60.0 if minutes is not None else None,
-            )
-            yield _sample(root, row, path, where), f"{path}: {where}"
+        qa, key = video.get("qa"), record_id(video.get("key"))
+        line = f"line {line_no}" + (f" (video {key})" if key else "")
+        if not isinstance(qa, list):  # no questions to attribute the problem to: one failed record
+            problem = "missing field 'qa'" if qa is None else f"'qa' must be a list of questions, found {type(qa).__name__}"
+            message = f"{path}: {line}: {problem}. Re-download the file."
+            yield bad_record(message, task=NAME, sample_id=f"line{line_no}", source=path), f"{path}: {line}"
+            continue
+        for j, item in enumerate(qa):
+            uid = record_id(item.get("uid")) if isinstance(item, dict) else None
+            where = f"{line} uid {uid}" if uid else f"{line} qa[{j}]"
+            sample = guard_record(lambda: _sample(root, _meta_row(video, item, path, line, j), path, where),
+                                  task=NAME, sample_id=uid or f"line{line_no}.qa{j}", source=path)
+            yield sample, f"{path}: {where}"
+
+
+def _meta_row(video: dict[str, Any], qa: Any, path: Path, line: str, j: int) -> _Row:
+    """Question ``j`` of a video line (video-level problems are reported on each of its questions)."""
+    where = f"{line} qa[{j}]"
+    if not isinstance(qa, dict):
+        raise DataError(f"{path}: {where}: expected a JSON object, got {type(qa).__name__}. Re-download the file.")
+    require_fields(video, ("key",), path, where)
+    require_fields(qa, ("uid", "question", "answer", "question_type"), path, where)
+    uid = id_field(qa, "uid", path, where)
+    where = f"{line} uid {uid}"
+    info = video.get("video_info") or {}
+    minutes = info.get("duration_minutes") if isinstance(info, dict) else None
+    return _Row(
+        uid=uid,
+        key=id_field(video, "key", path, where),
+        question=text_field(qa, "question", path, where),
+        answer=qa["answer"],
+        question_type=qa["question_type"],
+        genre=str(video["type"]) if video.get("type") else None,
+        time_reference=str(qa.get("time_reference") or ""),
+        duration=_minutes(minutes, path, where),
+    )
 
 
 def _load_repack(root: Path, path: Path) -> Iterable[tuple[Sample, str]]:
@@ -166,31 +182,56 @@ def _load_repack(root: Path, path: Path) -> Iterable[tuple[Sample, str]]:
     if "key" not in frame.columns and "video_path" not in frame.columns:
         raise DataError(f"{path}: missing column 'key' (or 'video_path'). Use a repack with one of them.")
     for i, rec in enumerate(frame.to_dict(orient="records")):
-        where = f"row {i} uid {rec.get('uid')}"
-        require_fields(rec, ("uid", "question", "answer", "question_type"), path, where)
-        video_path = str(rec["video_path"]) if present(rec.get("video_path")) else None
-        key = str(rec["key"]) if present(rec.get("key")) else (Path(video_path).stem if video_path else "")
-        if not key:
-            raise DataError(f"{path}: {where}: empty 'key' and 'video_path'. Fix the row.")
-        minutes, seconds = rec.get("duration_minutes"), rec.get("duration")
-        duration = float(minutes) * 60.0 if present(minutes) else (float(seconds) if present(seconds) else None)
-        row = _Row(
-            uid=str(rec["uid"]),
-            key=key,
-            question=rec["question"],
-            answer=rec["answer"],
-            question_type=rec["question_type"],
-            genre=str(rec["type"]) if present(rec.get("type")) else None,
-            time_reference=str(rec.get("time_reference") or ""),
-            duration=duration,
-            video_path=video_path,
-            options=as_str_list(rec["options"]) if present(rec.get("options")) else None,
-        )
-        yield _sample(root, row, path, where), f"{path}: {where}"
+        uid = record_id(rec.get("uid"))
+        where = f"row {i}" + (f" (uid {uid})" if uid else "")
+        sample = guard_record(lambda: _sample(root, _repack_row(rec, path, where), path, where),
+                              task=NAME, sample_id=uid or f"row{i}", source=path)
+        yield sample, f"{path}: {where}"
+
+
+def _repack_row(rec: dict[str, Any], path: Path, where: str) -> _Row:
+    require_fields(rec, ("uid", "question", "answer", "question_type"), path, where)
+    video_path = text_field(rec, "video_path", path, where) if present(rec.get("video_path")) else None
+    key = id_field(rec, "key", path, where) if present(rec.get("key")) else (Path(video_path).stem if video_path else "")
+    if not key:
+        raise DataError(f"{path}: {where}: empty 'key' and 'video_path'. Fix the row.")
+    minutes, seconds = rec.get("duration_minutes"), rec.get("duration")
+    duration = _minutes(minutes, path, where) if present(minutes) else (_number(seconds, "duration", path, where)
+                                                                       if present(seconds) else None)
+    options = None
+    if present(rec.get("options")):
+        options = as_str_list(rec["options"])
+        if options is None:
+            raise DataError(f"{path}: {where}: 'options' must be a list of option texts. Fix the row.")
+    return _Row(
+        uid=id_field(rec, "uid", path, where),
+        key=key,
+        question=text_field(rec, "question", path, where),
+        answer=rec["answer"],
+        question_type=rec["question_type"],
+        genre=str(rec["type"]) if present(rec.get("type")) else None,
+        time_reference=str(rec.get("time_reference") or ""),
+        duration=duration,
+        video_path=video_path,
+        options=options,
+    )
+
+
+def _number(value: Any, name: str, path: Path, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise DataError(f"{path}: {where}: {name!r} must be a number, found {value!r}. Fix the record.")
+    try:
+        return float(value)
+    except ValueError:
+        raise DataError(f"{path}: {where}: {name!r} must be a number, found {value!r}. Fix the record.") from None
+
+
+def _minutes(value: Any, path: Path, where: str) -> Optional[float]:
+    return None if value is None else _number(value, "duration_minutes", path, where) * 60.0
 
 
 def _sample(root: Path, row: _Row, path: Path, where: str) -> Sample:
-    text = str(row.question)
+    text = row.question
     if row.options is not None:  # repack with a separate options column: rebuild the released text
         if len(row.options) != len(LETTERS):
             raise DataError(f"{path}: {where}: expected {len(LETTERS)} options, found {len(row.options)}. Fix the row.")
@@ -216,7 +257,7 @@ def _type_codes(value: Any, path: Path, where: str) -> tuple[str, ...]:
     names = as_str_list(value)
     if names is None:  # a string: a JSON/Python list literal, or one name
         text = str(value).strip()
-        names = [str(v) for v in ast.literal_eval(text)] if text.startswith("[") else [text]
+        names = _literal_list(text, path, where) if text.startswith("[") else [text]
     codes: list[str] = []
     known = {**TYPE_CODES, **{c.lower(): c for c in TYPE_CODES.values()}}
     for name in names:
@@ -229,6 +270,18 @@ def _type_codes(value: Any, path: Path, where: str) -> tuple[str, ...]:
         if code not in codes:
             codes.append(code)
     return tuple(codes)
+
+
+def _literal_list(text: str, path: Path, where: str) -> list[str]:
+    """A question_type stored as a JSON/Python list literal ("['reasoning']")."""
+    try:
+        value = ast.literal_eval(text)
+    except (ValueError, SyntaxError, MemoryError, RecursionError):
+        value = None
+    names = as_str_list(value)
+    if names is None:
+        raise DataError(f"{path}: {where}: question_type {text[:80]!r} is not a list of names. Fix the record.")
+    return names
 
 
 # --------------------------------------------------------------------------- prompt / score

@@ -66,8 +66,8 @@ from typing import Any, Iterable, Iterator, Mapping, Sequence
 from vamba_eval.aggregate import aggregate_accuracy, estimate_of
 from vamba_eval.records import Estimate
 from vamba_eval.stats import macro_estimate
-from vamba_eval.task_api import DataError, FrameDefaults, PromptContext, Score, TaskDef
-from vamba_eval.taskutil import check_mode, require_fields, unique_ids
+from vamba_eval.task_api import DataError, FrameDefaults, PromptContext, Score, TaskDef, guard_record
+from vamba_eval.taskutil import check_mode, id_field, record_id, require_fields, text_field, unique_ids
 from vamba_eval.types import Extraction, Prompt, Sample, ScoredSample, VideoRef
 
 from ._mlvu_common import (
@@ -108,10 +108,12 @@ def _load_dev(release: Release) -> Iterator[tuple[Sample, str]]:
     for stem, label in MC_TASKS.items():
         path = release.json_path(stem)
         for i, rec in enumerate(read_json_list(path)):
-            require_fields(rec, ("video", "question", "candidates", "answer"), path, where(i, rec))
-            sample = _sample(release, rec, path, i, label=label, sample_id=f"{stem}_{i}",
-                             folders=dev_video_folders(stem, label), cluster=stem)
-            yield sample, f"{path}: {where(i, rec)}"
+            def build(rec: dict[str, Any] = rec, i: int = i) -> Sample:
+                require_fields(rec, ("video", "question", "candidates", "answer"), path, where(i, rec))
+                return _sample(release, rec, path, i, label=label, sample_id=f"{stem}_{i}",
+                               folders=dev_video_folders(stem, label), cluster=stem)
+
+            yield guard_record(build, task=NAME, sample_id=f"{stem}_{i}", source=path), f"{path}: {where(i, rec)}"
 
 
 def _load_test(release: Release) -> Iterator[tuple[Sample, str]]:
@@ -119,11 +121,14 @@ def _load_test(release: Release) -> Iterator[tuple[Sample, str]]:
     if not path.is_file():
         path = unlabelled_test_file(release.root) or path
     for i, rec in enumerate(read_json_list(path)):
-        at = where(i, rec)
-        require_fields(rec, ("question_id", "question_type"), path, at)
-        sample = _sample(release, rec, path, i, label=str(rec["question_type"]), sample_id=str(rec["question_id"]),
-                         folders=TEST_VIDEO_DIRS, cluster="")
-        yield sample, f"{path}: {at}"
+        at, qid = where(i, rec), record_id(rec.get("question_id"))
+
+        def build(rec: dict[str, Any] = rec, i: int = i, at: str = at) -> Sample:
+            require_fields(rec, ("question_id", "question_type"), path, at)
+            return _sample(release, rec, path, i, label=text_field(rec, "question_type", path, at),
+                           sample_id=id_field(rec, "question_id", path, at), folders=TEST_VIDEO_DIRS, cluster="")
+
+        yield guard_record(build, task=NAME, sample_id=qid or f"{path.stem}_{i}", source=path), f"{path}: {at}"
 
 
 def gold_letter(candidates: Sequence[Any], answer: Any) -> tuple[str, tuple[str, ...]]:
@@ -160,6 +165,9 @@ def _sample(release: Release, rec: dict[str, Any], path: Path, i: int, *, label:
     question = require_text(rec, "question", path, at)
     cands = _candidates(rec, path, at)
     labelled = "answer" in rec and rec["answer"] is not None
+    if labelled and (not isinstance(rec["answer"], (str, int, float)) or isinstance(rec["answer"], bool)):
+        raise DataError(f"{path}: {at}: 'answer' must be the text (or number) of a candidate, found "
+                        f"{rec['answer']!r}. Fix the record.")
     gold, quirks = gold_letter(cands, rec["answer"]) if labelled else ("", ())
     meta: dict[str, Any] = {"video_id": f"{cluster}/{video}" if cluster else video, "split": release.split,
                             "question_type": str(rec.get("question_type", label)), "quirks": quirks}

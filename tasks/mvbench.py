@@ -55,6 +55,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import re
 import string
 from dataclasses import dataclass
@@ -63,8 +64,8 @@ from typing import Any, Iterator, Optional, Sequence
 
 from vamba_eval.aggregate import aggregate_accuracy
 from vamba_eval.synth._release import NOTICE_FILE
-from vamba_eval.task_api import DataError, FrameDefaults, PromptContext, Score, TaskDef
-from vamba_eval.taskutil import check_mode, require_fields, require_folder, unique_ids
+from vamba_eval.task_api import DataError, FrameDefaults, PromptContext, Score, TaskDef, guard_record
+from vamba_eval.taskutil import check_mode, read_json_file, require_fields, require_folder, text_field, unique_ids
 from vamba_eval.types import Extraction, Prompt, Sample, ScoredSample, VideoRef
 
 NAME = "mvbench"
@@ -140,42 +141,44 @@ def load(folder: Path) -> list[Sample]:
 
 def _read_task(root: Path, task: SubTask) -> Iterator[tuple[Sample, str]]:
     path = root / "json" / f"{task.json}.json"
-    try:
-        records = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise DataError(f"{path}: invalid JSON ({exc.msg}, line {exc.lineno}). Re-download the file.") from exc
+    records = read_json_file(path)
     if not isinstance(records, list):
-        got = type(records).__name__
-        raise DataError(f"{path}: expected a JSON list of questions, got {got}. Re-download the file.")
+        raise DataError(f"{path}: expected a JSON list of questions, got {type(records).__name__}. Re-download the file.")
     for i, rec in enumerate(records):
-        yield _sample(root, task, rec, path, i), f"{path}: record {i}"
+        if not isinstance(rec, dict):
+            raise DataError(f"{path}: record {i}: expected a JSON object, got {type(rec).__name__}. Re-download the file.")
+        sample = guard_record(lambda: _sample(root, task, rec, path, i), task=NAME, sample_id=f"{task.json}_{i:03d}",
+                              source=path)
+        yield sample, f"{path}: record {i}"
 
 
-def _sample(root: Path, task: SubTask, rec: Any, path: Path, i: int) -> Sample:
-    if not isinstance(rec, dict):
-        got = type(rec).__name__
-        raise DataError(f"{path}: record {i}: expected a JSON object, got {got}. Re-download the file.")
+def _sample(root: Path, task: SubTask, rec: dict[str, Any], path: Path, i: int) -> Sample:
     bound = ("start", "end") if task.bound else ()
     require_fields(rec, ("video", "question", "candidates", "answer", *bound), path, f"record {i}")
-    where = f"record {i} (video {rec['video']})"
+    where = f"record {i} (video {str(rec['video'])[:120]})"
+    video_rel = text_field(rec, "video", path, where)
+    question = text_field(rec, "question", path, where)
     cands = rec["candidates"]
     if not isinstance(cands, list) or not 1 <= len(cands) <= 26:
-        raise DataError(f"{path}: {where}: 'candidates' must be a list of 1–26 options, got {cands!r}. "
-                        "Fix the record.")
+        raise DataError(f"{path}: {where}: 'candidates' must be a list of 1–26 options, got {cands!r}. Fix the record.")
+    for value in (*cands, rec["answer"]):
+        if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+            raise DataError(f"{path}: {where}: candidates and answer must be texts (or numbers), found {value!r}. "
+                            "Fix the record.")
     start, end = (_seconds(rec, key, path, where) for key in ("start", "end")) if bound else (None, None)
-    rel = f"{task.folder}/{rec['video']}"
+    rel = f"{task.folder}/{video_rel}"
     meta: dict[str, Any] = {"video_id": rel, "subtask": task.json, "data_type": task.data_type, "index": i}
     if task.json == "fine_grained_pose":
         meta["video_not_found_hint"] = NTU_HINT
     video = VideoRef(str(root / "video" / rel), start, end, FRAME_FPS if task.data_type == "frame" else None)
     options = tuple(f"({string.ascii_uppercase[k]}) {c}" for k, c in enumerate(cands))
-    return Sample(NAME, f"{task.json}_{i:03d}", video, str(rec["question"]), options,
+    return Sample(NAME, f"{task.json}_{i:03d}", video, question, options,
                   gold_letter(cands, rec["answer"]), {"task": (task.title,)}, meta=meta)
 
 
 def _seconds(rec: dict[str, Any], key: str, path: Path, where: str) -> float:
     value = rec[key]
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise DataError(f"{path}: {where}: '{key}' must be a number of seconds, got {value!r}. Fix the record.")
     return float(value)
 
@@ -364,8 +367,10 @@ def _demo_record(q: Any, name: str, n_opts: int, bound: bool) -> dict[str, Any]:
 def _write_demo_video(script: Any, path: Path, kind: str) -> None:
     from PIL import Image
 
-    from vamba_eval.synth.render import render, render_frame
+    from vamba_eval.synth.render import record_capture, render, render_frame
 
+    if kind != "mp4" and record_capture(script, path, fps=5 if kind == "gif" else FRAME_FPS):
+        return  # training data: frames are drawn from the script (synth.render.capture_scripts)
     if kind == "mp4":
         render(script, path, fps=4)
         return

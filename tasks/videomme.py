@@ -56,17 +56,20 @@ from pathlib import Path
 from typing import Any, Iterator, Optional, Sequence
 
 from vamba_eval.aggregate import aggregate_accuracy
-from vamba_eval.task_api import DataError, FrameDefaults, PromptContext, Score, TaskDef
+from vamba_eval.task_api import DataError, FrameDefaults, PromptContext, Score, TaskDef, guard_record
 from vamba_eval.taskutil import (
     as_str_list,
     check_letter,
     check_mode,
     cues_at,
+    id_field,
     load_srt,
     read_parquet,
+    record_id,
     require_fields,
     require_folder,
     snapshot_revision,
+    text_field,
     unique_ids,
 )
 from vamba_eval.types import Extraction, Prompt, Sample, ScoredSample, VideoRef
@@ -117,29 +120,32 @@ def load(folder: Path) -> list[Sample]:
 
 def _read(root: Path, path: Path, revision: Optional[str]) -> Iterator[tuple[Sample, str]]:
     for i, rec in enumerate(read_parquet(path, COLUMNS).to_dict(orient="records")):
-        where = f"row {i} (question_id {rec.get('question_id')})"
-        yield _sample(root, rec, path, where, revision), f"{path}: {where}"
+        qid = record_id(rec.get("question_id"))
+        where = f"row {i}" + (f" (question_id {qid})" if qid else "")
+        sample = guard_record(lambda: _sample(root, rec, path, where, revision), task=NAME,
+                              sample_id=qid or f"row{i}", source=path)
+        yield sample, f"{path}: {where}"
 
 
 def _sample(root: Path, rec: dict[str, Any], path: Path, where: str, revision: Optional[str]) -> Sample:
     require_fields(rec, COLUMNS, path, where)
     options = as_str_list(rec["options"])
     if options is None or len(options) != len(LETTERS):
-        found = "a string" if options is None else f"{len(options)}"
+        found = f"{len(options)}" if options is not None else f"a {type(rec['options']).__name__}"
         raise DataError(f"{path}: {where}: 'options' must be a list of 4 strings, found {found}. Re-download the release.")
     for letter, option in zip(LETTERS, options):
         if not option.startswith(f"{letter}."):
             raise DataError(f"{path}: {where}: option {option!r} does not start with '{letter}.'. Use the lmms-lab/Video-MME release.")
-    vid = str(rec["videoID"])
+    vid = id_field(rec, "videoID", path, where)
     srt = root / "subtitle" / f"{vid}.srt"
     meta: dict[str, Any] = {"video_id": str(rec["video_id"]), "videoID": vid, "duration": str(rec["duration"]), "url": str(rec["url"])}
     if revision:
         meta["release_revision"] = revision
     return Sample(
         task=NAME,
-        sample_id=str(rec["question_id"]),
+        sample_id=id_field(rec, "question_id", path, where),
         video=VideoRef(path=str(_video_path(root, vid))),
-        question=str(rec["question"]),
+        question=text_field(rec, "question", path, where),
         options=tuple(options),
         answer=check_letter(rec["answer"], LETTERS, path, where),
         categories={axis: (str(rec[axis]),) for axis in BREAKDOWNS},

@@ -8,17 +8,75 @@ paper setting).
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Optional, Sequence
+from typing import Any, Callable, Iterator, Mapping, Optional, Sequence
 
-from vamba_eval.types import Extraction, Prompt, Sample, ScoredSample
+from vamba_eval.types import Extraction, Prompt, Sample, ScoredSample, VideoRef
 
 SCORING_MODES = ("official", "lmms-eval")
 
 
 class DataError(Exception):
     """A release file is missing or malformed. The message names the file/record and the fix."""
+
+
+# --------------------------------------------------------------------------- bad records
+# Policy (DESIGN.md: bad input is a clear error; in a run, a recorded sample error). A loader
+# RAISES DataError for a structural problem — a file missing, unreadable, not UTF-8, not
+# JSON/parquet, over the size limit, of the wrong shape (not a list, a line that is not an
+# object, a missing column), or duplicate sample ids. A bad RECORD (missing or empty fields,
+# wrong types, option count mismatch, answer outside the options, unknown labels) raises too,
+# unless the loader runs inside ``recording_bad_records()`` (the run planner does): the record
+# then becomes a Sample whose ``meta[LOAD_ERROR]`` holds the DataError message; the run records
+# it as a failed sample (counted in n_failed) and never opens its video or asks the model.
+
+LOAD_ERROR = "load_error"
+_RECORDING: ContextVar[bool] = ContextVar("vamba_eval_recording_bad_records", default=False)
+
+
+@contextmanager
+def recording_bad_records() -> Iterator[None]:
+    """Within this block, task loaders turn a bad record into a failed Sample instead of raising."""
+    token = _RECORDING.set(True)
+    try:
+        yield
+    finally:
+        _RECORDING.reset(token)
+
+
+def guard_record(build: Callable[[], Sample], *, task: str, sample_id: str, source: Path) -> Sample:
+    """``build()``; a DataError it raises propagates, or — while recording bad records — becomes
+    ``failed_sample(task, sample_id, source, message)``."""
+    try:
+        return build()
+    except DataError as err:
+        if not _RECORDING.get():
+            raise
+        return failed_sample(task, sample_id, source, str(err))
+
+
+def bad_record(message: str, *, task: str, sample_id: str, source: Path) -> Sample:
+    """A record too broken to build (e.g. a video line without questions): raise DataError(message),
+    or — while recording bad records — return its ``failed_sample``."""
+    if not _RECORDING.get():
+        raise DataError(message)
+    return failed_sample(task, sample_id, source, message)
+
+
+def failed_sample(task: str, sample_id: str, source: Path, message: str) -> Sample:
+    """A placeholder for a bad record: no question, no options, no answer (nothing is invented).
+    Its "video" is the annotation file, never opened; each is its own statistics cluster."""
+    return Sample(task=task, sample_id=sample_id, video=VideoRef(path=str(source)), question="", options=(),
+                  answer="", categories={}, meta={LOAD_ERROR: message, "video_id": f"{Path(source).name}#{sample_id}"})
+
+
+def load_error(sample: Sample) -> Optional[str]:
+    """The DataError message of a sample its loader marked bad, else None."""
+    value = sample.meta.get(LOAD_ERROR)
+    return str(value) if value is not None else None
 
 
 @dataclass(frozen=True)

@@ -7,14 +7,20 @@ can record it verbatim (DESIGN.md, Policies: bad input names the file/record and
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping, Optional, Sequence
+from typing import Any, Iterable, Mapping, Optional, Sequence
 
 from vamba_eval.task_api import SCORING_MODES, DataError, Score
+from vamba_eval.task_files import (  # noqa: F401 - re-exported: the readers every task uses
+    ANNOTATION_LIMIT_ENV,
+    max_annotation_bytes,
+    read_json_file,
+    read_jsonl,
+    read_parquet,
+)
 from vamba_eval.types import Sample, ScoredSample
 
 # --------------------------------------------------------------------------- release files
@@ -30,7 +36,7 @@ def require_folder(folder: Path, task: str, layout: str) -> Path:
 
 def require_fields(record: Mapping[str, Any], fields: Iterable[str], file: Path | str, where: str) -> None:
     """Raise DataError naming the file, the record and every missing field."""
-    missing = [f for f in fields if f not in record or record[f] is None]
+    missing = [f for f in fields if not present(record.get(f))]
     if missing:
         names = ", ".join(repr(f) for f in missing)
         raise DataError(
@@ -39,49 +45,59 @@ def require_fields(record: Mapping[str, Any], fields: Iterable[str], file: Path 
         )
 
 
-def read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    """(1-based line number, object) for every non-blank line; bad JSON → DataError."""
-    with open(path, encoding="utf-8") as handle:
-        for line_no, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataError(f"{path}: line {line_no}: invalid JSON ({exc.msg}). Re-download the file.") from exc
-            if not isinstance(obj, dict):
-                raise DataError(f"{path}: line {line_no}: expected a JSON object, got {type(obj).__name__}. Re-download the file.")
-            yield line_no, obj
-
-
-def read_parquet(path: Path, required: Sequence[str]):
-    """Read a parquet file with pandas and check its columns (missing column → DataError)."""
-    import pandas as pd
-
-    try:
-        frame = pd.read_parquet(path)
-    except ImportError as exc:
-        raise DataError(f"{path}: reading parquet needs pyarrow. Run `pip install pyarrow`.") from exc
-    except Exception as exc:  # pyarrow raises several types for damaged files
-        raise DataError(f"{path}: not a readable parquet file ({exc}). Re-download it.") from exc
-    missing = [c for c in required if c not in frame.columns]
-    if missing:
-        raise DataError(
-            f"{path}: missing column(s) {', '.join(repr(c) for c in missing)} "
-            f"(has {', '.join(map(str, frame.columns))}). Use the release revision this adapter supports, "
-            "or re-download the file."
-        )
-    return frame
-
-
 def as_str_list(value: Any) -> Optional[list[str]]:
-    """A list/tuple/array of strings as a list, a scalar string as None (caller decides)."""
-    if isinstance(value, str) or value is None:
+    """A list/tuple/array of texts or numbers as a list of strings; None for anything else (a
+    string, a mapping, nested lists …: the caller raises its DataError)."""
+    if isinstance(value, (str, bytes, Mapping, set)) or value is None:
         return None
     try:
-        return [str(v) for v in value]
+        items = list(value)
     except TypeError:
         return None
+    if any(isinstance(v, (bytes, bool, Mapping, list, tuple, set)) or v is None for v in items):
+        return None
+    return [str(v) for v in items]
+
+
+def record_id(value: Any) -> Optional[str]:
+    """A release id as text (``3`` and ``3.0`` — an int column with gaps, read by pandas — give
+    "3"); None when it is missing or not a string/number."""
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, float):
+        return str(int(value)) if value.is_integer() else (None if value != value else str(value))
+    if isinstance(value, (str, int)) or type(value).__module__ == "numpy":
+        text = str(value.item() if hasattr(value, "item") else value)
+        return text if text.strip() else None
+    return None
+
+
+def id_field(rec: Mapping[str, Any], key: str, file: Path | str, where: str) -> str:
+    """A required id field (string or integer), else DataError."""
+    text = record_id(rec.get(key))
+    if text is None:
+        raise DataError(f"{file}: {where}: field {key!r} must be a non-empty string or integer id, "
+                        f"found {_short(rec.get(key))}. Fix the record or re-download the release.")
+    return text
+
+
+def text_field(rec: Mapping[str, Any], key: str, file: Path | str, where: str) -> str:
+    """A required non-empty string field (bytes must be UTF-8), else DataError."""
+    value = rec.get(key)
+    if isinstance(value, bytes):
+        try:
+            value = value.decode("utf-8")
+        except UnicodeDecodeError:
+            raise DataError(f"{file}: {where}: field {key!r} is not valid UTF-8 text. Re-download the release.") from None
+    if not isinstance(value, str) or not value.strip():
+        raise DataError(f"{file}: {where}: field {key!r} must be a non-empty string, found {_short(value)}. "
+                        "Fix the record or re-download the release.")
+    return value
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}… ({type(value).__name__}, {len(text)} chars)"
 
 
 def present(value: Any) -> bool:

@@ -14,9 +14,10 @@ from vamba_eval.registry import get_task
 from vamba_eval.run.config import RunConfig
 from vamba_eval.run.process import WorkUnit
 from vamba_eval.synth import DEMO_NOTICE
-from vamba_eval.task_api import DataError, TaskDef
+from vamba_eval.task_api import DataError, TaskDef, load_error, recording_bad_records
 from vamba_eval.types import Sample
 from vamba_eval.video import FrameSpec
+from vamba_eval.video.paths import trusted_roots
 
 DEMO_VERSION = "v1"
 DEMO_MAX_EDGE = 224  # demo videos are small; keep their size (rounded to 28) instead of upscaling
@@ -59,10 +60,16 @@ def demo_folder(task: TaskDef, seed: int, root: Optional[Path] = None) -> Path:
 def annotation_fingerprint(folder: Path) -> str:
     """A revision for a local release: hash of its annotation files (videos excluded)."""
     h = hashlib.sha256()
+    inside = trusted_roots(folder)
     for path in sorted(folder.rglob("*")):
         if path.suffix in (".json", ".jsonl", ".parquet", ".srt") and path.is_file():
+            real = os.path.realpath(path)
+            if not any(os.path.commonpath([real, r]) == r for r in inside):
+                continue  # a link leading out of the release: not read
             h.update(str(path.relative_to(folder)).encode())
-            h.update(path.read_bytes())
+            with open(real, "rb") as handle:
+                for chunk in iter(lambda: handle.read(1 << 20), b""):
+                    h.update(chunk)
     return "sha256:" + h.hexdigest()[:16]
 
 
@@ -94,7 +101,8 @@ def plan_task(name: str, cfg: RunConfig) -> TaskPlan:
     location = cfg.data_dir_for(name)
     synthetic = location is None
     folder = demo_folder(task, cfg.seed) if location is None else resolve_location(task, location)
-    samples = task.load(folder)
+    with recording_bad_records():  # a bad record becomes a recorded sample error (task_api)
+        samples = task.load(folder)
     if cfg.limit is not None:
         samples = samples[: cfg.limit]
     from vamba_eval.taskutil import snapshot_revision
@@ -103,7 +111,8 @@ def plan_task(name: str, cfg: RunConfig) -> TaskPlan:
     revs |= {snapshot_revision(folder)} - {None}
     data = {"path": str(folder), "synthetic": synthetic,
             "revision": revs.pop() if len(revs) == 1 else annotation_fingerprint(folder),
-            "n_samples": len(samples), "limit": cfg.limit}
+            "n_samples": len(samples), "limit": cfg.limit,
+            "n_bad_records": sum(load_error(s) is not None for s in samples)}
     if synthetic:
         data["notice"] = DEMO_NOTICE.format(fmt=FORMAT_NAMES.get(name, task.title or name))
     return TaskPlan(task, folder, tuple(samples), frame_spec(task, cfg, synthetic), synthetic, data,

@@ -8,16 +8,17 @@ recorded ``SampleError`` (``correct`` stays None and the sample counts in ``n_fa
 from __future__ import annotations
 
 import hashlib
+import os
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Optional, Union
 
 from vamba_eval.models.base import ModelAdapter
 from vamba_eval.records import SampleError, SampleRecord
-from vamba_eval.task_api import PromptContext, TaskDef
+from vamba_eval.task_api import DataError, PromptContext, TaskDef, load_error
 from vamba_eval.types import Prompt, Request, Sample
-from vamba_eval.video import DecodedVideo, FrameCache, FrameSpec, VideoError, VideoNotFound, load_frames
+from vamba_eval.video import (DecodedVideo, FrameCache, FrameSpec, VideoError, VideoNotFound, check_inside_root,
+                              load_frames)
 
 
 class JudgeUnavailable(RuntimeError):
@@ -40,7 +41,14 @@ class WorkUnit:
 
 
 def decode(unit: WorkUnit, cache: Optional[FrameCache]) -> DecodedVideo:
+    """The sample's frames. Refused first: a record the loader marked bad (``DataError``), and a
+    video path outside the data root (``VideoOutsideDataRoot``, nothing read)."""
     ref = unit.sample.video
+    bad = load_error(unit.sample)
+    if bad is not None:
+        raise DataError(bad)
+    if unit.data_root:
+        check_inside_root(ref.path, unit.data_root)
     return load_frames(ref.path, unit.spec, ref.start, ref.end, cache, folder_fps=ref.fps)
 
 
@@ -57,10 +65,10 @@ def prompt_text(prompt: Prompt) -> str:
 
 
 def _rel(path: str, root: str) -> str:
-    try:
-        return str(Path(path).resolve().relative_to(Path(root).resolve()))
-    except ValueError:
-        return path
+    """``path`` relative to the data root, lexically (no link is followed: a hostile link or a link
+    loop must not break the record); as given when it lies outside."""
+    rel = os.path.relpath(os.path.abspath(path), os.path.abspath(root)) if root else path
+    return path if rel == ".." or rel.startswith(".." + os.sep) else rel
 
 
 def base_record(unit: WorkUnit) -> dict[str, Any]:
@@ -99,12 +107,14 @@ def run_unit(unit: WorkUnit, task: TaskDef, decoded: Union[DecodedVideo, BaseExc
              *, use_subtitles: bool, scoring: str, max_new_tokens: int, judge: Any = None) -> SampleRecord:
     """Everything after decoding; ``decoded`` may be the decode failure, which is recorded."""
     if isinstance(decoded, BaseException):
-        if isinstance(decoded, (VideoError, OSError, ValueError)):
+        if isinstance(decoded, (VideoError, DataError, OSError, ValueError)):
             return error_record(unit, decoded)
         raise decoded
     frames = {"frame_indices": list(decoded.indices), "frame_times": [round(t, 6) for t in decoded.times],
               "frame_size": [int(decoded.frames.shape[2]), int(decoded.frames.shape[1])]}
     try:
+        if use_subtitles and unit.sample.subtitles and unit.data_root:  # read only when used
+            check_inside_root(unit.sample.subtitles, unit.data_root, what="subtitle file")
         prompt = task.prompt(unit.sample, PromptContext(tuple(decoded.times), use_subtitles))
     except Exception as err:  # noqa: BLE001 - a bad record must not end the run
         return error_record(unit, err, **frames)

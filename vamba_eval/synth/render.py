@@ -17,10 +17,11 @@ bit-exact flags, so a script gives the same file bytes with the same PyAV/FFmpeg
 
 from __future__ import annotations
 
+import contextlib
 from fractions import Fraction
 from functools import lru_cache
 from pathlib import Path
-from typing import Union
+from typing import Iterator, Optional, Union
 
 import av
 import numpy as np
@@ -166,12 +167,44 @@ def _open_stream(container: av.container.OutputContainer, fps: int, width: int, 
     return stream
 
 
+Captured = tuple[VideoScript, int, int, int]  # (script, width, height, fps) of one render() call
+_CAPTURE: Optional[dict[str, Captured]] = None
+
+
+@contextlib.contextmanager
+def capture_scripts() -> Iterator[dict[str, Captured]]:
+    """Inside the block ``render`` encodes nothing: it records ``str(path) → (script, width, height,
+    fps)`` in the yielded dict instead. Training data uses this to write a release's annotations
+    only and draw the few frames a sample needs straight from the script (``render_frame`` at the
+    sampled frames' times), which is ~100× faster than encoding and decoding every frame."""
+    global _CAPTURE
+    previous, _CAPTURE = _CAPTURE, {}
+    try:
+        yield _CAPTURE
+    finally:
+        _CAPTURE = previous
+
+
+def record_capture(script: VideoScript, path: Union[str, Path], width: int = 160, height: int = 96,
+                   fps: float = 4) -> bool:
+    """Under ``capture_scripts()``: record the video a writer is about to make (any container or a
+    frame folder showing ``script`` at ``fps``) and return True — the writer then skips it."""
+    if _CAPTURE is None:
+        return False
+    _CAPTURE[str(Path(path))] = (script, width, height, fps)
+    return True
+
+
 def render(script: VideoScript, path: Union[str, Path], width: int = 160, height: int = 96,
            fps: int = 4) -> Path:
-    """Encode ``script`` to ``path`` (mp4, yuv420p, constant ``fps``); returns the path."""
+    """Encode ``script`` to ``path`` (mp4, yuv420p, constant ``fps``); returns the path.
+
+    Under ``capture_scripts()`` nothing is written; the call is recorded instead."""
     if width % 2 or height % 2:
         raise ValueError(f"yuv420p needs an even frame size, got {width}x{height}")
     path = Path(path)
+    if record_capture(script, path, width, height, fps):
+        return path
     path.parent.mkdir(parents=True, exist_ok=True)
     time_base = Fraction(1, fps)
     with av.open(str(path), mode="w", format="mp4", options={"fflags": "+bitexact"}) as container:

@@ -8,6 +8,9 @@ Typical use::
     video = load_frames("videos/abc.mp4", spec, cache=FrameCache())
     video.frames  # [T, H, W, 3] uint8;  video.indices / video.times are recorded per sample
 
+``check_inside_root(path, data_root)`` (``paths``) refuses a path that leaves the release folder
+(``..``, absolute, or through a symbolic link) before anything is read; a run calls it first.
+
 Sampling (``sampling``) is pure: the indices a run used are a function of (``VideoMeta``,
 ``FrameSpec``, start/end) and can be recomputed from the record.
 """
@@ -27,9 +30,11 @@ from vamba_eval.video.errors import (
     FrameFolderError,
     VideoError,
     VideoNotFound,
+    VideoOutsideDataRoot,
     VideoTooShort,
     VideoUnreadable,
 )
+from vamba_eval.video.paths import check_inside_root
 from vamba_eval.video.meta import VideoMeta, natural_key, probe, probe_frame_folder
 from vamba_eval.video.prefetch import prefetch
 from vamba_eval.video.sampling import (
@@ -52,9 +57,11 @@ __all__ = [
     "VideoError",
     "VideoMeta",
     "VideoNotFound",
+    "VideoOutsideDataRoot",
     "VideoTooShort",
     "VideoUnreadable",
     "apply_odd_rule",
+    "check_inside_root",
     "content_fingerprint",
     "decode_frames",
     "default_cache_root",

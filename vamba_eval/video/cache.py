@@ -24,8 +24,8 @@ from typing import Optional, Sequence
 import numpy as np
 
 from vamba_eval.video.decode import decode_frames
-from vamba_eval.video.errors import PathLike, VideoNotFound
-from vamba_eval.video.meta import VideoMeta, check_file, list_frame_files, probe
+from vamba_eval.video.errors import PathLike
+from vamba_eval.video.meta import VideoMeta, check_file, list_frame_files, probe, require_exists
 from vamba_eval.video.sampling import (
     FrameSpec,
     apply_odd_rule,
@@ -97,9 +97,7 @@ class FrameCache:
 
     def _fingerprint(self, p: Path) -> str:
         """Content fingerprint, memoised per (path, size, mtime) for this process."""
-        if not p.exists():
-            raise VideoNotFound(p, "no such file")
-        st = p.stat()
+        st = require_exists(p).stat()
         memo = (str(p.resolve()), st.st_size, st.st_mtime_ns)
         with self._lock:
             if memo in self._fingerprints:

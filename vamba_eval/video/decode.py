@@ -1,10 +1,12 @@
 """Decode chosen frames of a video (PyAV) or of a frame folder (PIL).
 
-Index semantics for files: index ``i`` is the frame on screen at ``i / fps`` seconds after the
-first frame, i.e. the latest frame whose timestamp position ``(pts − first_pts)·time_base·fps``
-is ≤ ``i + 0.5``. For constant-frame-rate video that is exactly the i-th frame (decord's index);
-it also makes sparse (seeking) and dense (sequential) decoding agree. GIFs and streams without
-timestamps are indexed by decode order.
+Index semantics for files: index ``i`` is the time slot ``[i/fps, (i+1)/fps)`` (``fps``: the
+average rate) and its frame is the one on screen at the slot's middle, i.e. the latest frame whose
+timestamp position ``(pts − first_pts)·time_base·fps`` is ≤ ``i + 0.5``. For constant-frame-rate
+video that is exactly the i-th frame (decord's index); for variable frame rate it samples uniformly
+in TIME (a stretch at 30 fps gets no more slots than one as long at 5 fps), and the recorded time
+``i/fps`` is the slot's start. It also makes sparse (seeking) and dense (sequential) decoding agree.
+GIFs (by name) and streams without timestamps are indexed by decode order.
 
 Sparse requests seek to the keyframe before each wanted frame and decode forward, letting one
 seek serve all wanted frames within about a GOP; dense requests (more than a third of the

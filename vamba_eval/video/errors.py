@@ -57,6 +57,17 @@ class VideoTooShort(VideoError):
     default_hint = "Check the sample's start/end bound against the video's duration."
 
 
+class VideoOutsideDataRoot(VideoError):
+    """The annotation points at a path outside the task's data root (``..``, an absolute path, or
+    a symbolic link leading elsewhere). Refused before anything is opened or read."""
+
+    default_hint = (
+        "Fix the annotation so the video lies under the data root. If the release really keeps its "
+        "videos elsewhere through symbolic links, list those folders in $VAMBA_EVAL_TRUSTED_DIRS "
+        "(separated by ':')."
+    )
+
+
 class FrameFolderError(VideoError):
     """A folder of frames (MVBench style) is empty or holds an unreadable image."""
 

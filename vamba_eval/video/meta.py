@@ -7,8 +7,10 @@ folder of JPEG/PNG frames, the layout some MVBench tasks ship (``tvqa/frames_fps
 
 from __future__ import annotations
 
+import errno
 import os
 import re
+from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterator, Optional
@@ -70,7 +72,7 @@ def probe(path: PathLike, folder_fps: Optional[float] = None) -> VideoMeta:
     nothing decodable) naming the path.
     """
     p = Path(path)
-    if p.is_dir():
+    if require_exists(p).is_dir():
         return probe_frame_folder(p, folder_fps if folder_fps else DEFAULT_FOLDER_FPS)
     check_file(p)
     with open_container(p) as container:
@@ -122,10 +124,13 @@ def natural_key(name: str) -> tuple:
 
 
 def list_frame_files(path: Path) -> list[Path]:
-    """The image files of a frame folder in natural order (hidden files skipped)."""
-    if not path.exists():
-        raise VideoNotFound(path, "no such frame folder")
-    if not path.is_dir():
+    """The image files of a frame folder in natural order (hidden files skipped).
+
+    Numbered frames (``00001.jpg`` …, ``img_1.png`` …: one common prefix) must be numbered
+    without gaps or repeats: the position of a frame is its time, so a missing number would
+    shift every later frame (``FrameFolderError`` naming the missing numbers).
+    """
+    if not require_exists(path, "no such frame folder").is_dir():
         raise FrameFolderError(path, "is not a folder of frames")
     names = [
         n for n in os.listdir(path)
@@ -133,13 +138,57 @@ def list_frame_files(path: Path) -> list[Path]:
     ]
     if not names:
         raise FrameFolderError(path, "the frame folder holds no JPEG/PNG images")
-    return [path / n for n in sorted(names, key=natural_key)]
+    names.sort(key=natural_key)
+    _check_numbering(path, names)
+    return [path / n for n in names]
+
+
+_NUMBERED = re.compile(r"^(.*?)(\d+)\.[A-Za-z]+$")
+
+
+def _check_numbering(path: Path, names: list[str]) -> None:
+    """Gaps or repeats in the numbering of a numbered frame folder → ``FrameFolderError``."""
+    matches = [_NUMBERED.match(n) for n in names]
+    if not all(matches) or len({m.group(1) for m in matches if m}) != 1:
+        return  # not one numbered sequence: natural order is all there is
+    numbers = [int(m.group(2)) for m in matches if m]
+    first, last = numbers[0], numbers[-1]
+    repeated = sorted(n for n, k in Counter(numbers).items() if k > 1)
+    missing = sorted(set(range(first, last + 1)) - set(numbers))
+    if not missing and not repeated:
+        return
+    shown = lambda xs: ", ".join(map(str, xs[:10])) + (", …" if len(xs) > 10 else "")  # noqa: E731
+    what = [f"missing number(s) {shown(missing)} ({len(missing)} in all)"] if missing else []
+    what += [f"number(s) {shown(repeated)} used twice"] if repeated else []
+    raise FrameFolderError(
+        path, f"the frame numbering has gaps or repeats: {len(names)} images numbered {first}–{last}, "
+              f"{'; '.join(what)}",
+        "Frame positions are times, so the frames after a gap would be misplaced; re-extract the "
+        "frame folder so every frame number is present once.",
+    )
+
+
+def require_exists(p: Path, missing: str = "no such file") -> Path:
+    """``p`` if it can be stat'ed; else the precise error: missing, broken symbolic link,
+    symbolic-link loop, permission denied."""
+    try:
+        os.stat(p)
+        return p
+    except OSError as exc:
+        err = exc
+    if err.errno == errno.ELOOP:
+        raise VideoUnreadable(p, "the path is a loop of symbolic links",
+                              "Fix the links (one of them points back at itself) or point at the real file.")
+    if err.errno in (errno.EACCES, errno.EPERM):
+        raise VideoUnreadable(p, "permission denied", "Fix the permissions of the file and its folders.")
+    if os.path.islink(p):
+        raise VideoNotFound(p, f"broken symbolic link (to {os.readlink(p)})")
+    raise VideoNotFound(p, missing)
 
 
 def check_file(p: Path) -> None:
     """Raise the right error for a missing, non-regular or zero-byte file."""
-    if not p.exists():
-        raise VideoNotFound(p, "no such file")
+    require_exists(p)
     if not p.is_file():
         raise VideoUnreadable(p, "is not a regular file", "Point the sample at the video file.")
     if p.stat().st_size == 0:
@@ -147,7 +196,8 @@ def check_file(p: Path) -> None:
 
 
 class open_container:
-    """``with open_container(path) as c`` — av.open with our errors instead of FFmpeg's."""
+    """``with open_container(path) as c`` — av.open with our errors instead of FFmpeg's, also for
+    any FFmpeg error escaping the block (a hostile file must not end a run with a raw av error)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -164,9 +214,12 @@ class open_container:
             raise VideoUnreadable(self.path, f"not a readable video ({exc})", _HINT_NOT_VIDEO) from exc
         return self.container
 
-    def __exit__(self, *exc_info) -> None:
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         if self.container is not None:
             self.container.close()
+        if isinstance(exc, av.error.FFmpegError):
+            raise VideoUnreadable(self.path, f"FFmpeg failed while reading it ({type(exc).__name__}: {exc})",
+                                  _HINT_TRUNCATED) from exc
 
 
 def video_stream(container: Any, path: Path) -> Any:
