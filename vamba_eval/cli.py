@@ -15,9 +15,10 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="Evaluate long-video multimodal models (VAMBA and baselines) exactly, fast and resumably.")
 
 
-from vamba_eval.cli_extra import register  # noqa: E402  (leaderboard, export, regress)
+from vamba_eval import cli_extra, cli_interop  # noqa: E402
 
-register(app)
+cli_extra.register(app)  # leaderboard, export, regress
+cli_interop.register(app)  # import lmms-eval, parity
 
 
 class UserError(Exception):

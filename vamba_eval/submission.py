@@ -86,6 +86,13 @@ def _run_level(chk: RunCheck, spec: BoardSpec) -> None:
     if (synthetic or (chk.results and chk.results.synthetic)) and not spec.allow_synthetic:
         chk.problems.append(f"synthetic demo data ({', '.join(synthetic) or 'results.json says synthetic'}): board "
                             f"{spec.name} accepts only runs on the real release (run with --data-dir)")
+    imported = chk.config.get("imported")
+    if isinstance(imported, dict):  # vamba_eval.interop.lmms_import
+        chk.problems.append(f"imported from {imported.get('from', 'another harness')} "
+                            f"(version {imported.get('lmms_eval_version', '?')}, model {imported.get('model', '?')}): its "
+                            "responses come from another harness's prompts and frame sampling, which vamba-eval did not "
+                            f"record; board {spec.name} takes runs made by `vamba-eval run` (compare the scoring of "
+                            "this run with `vamba-eval parity RUN`)")
     if chk.results and chk.results.config_hash != chk.config.get("config_hash"):
         chk.problems.append(f"results.json config hash {chk.results.config_hash} ≠ config.json's "
                             f"{chk.config.get('config_hash')}: the results come from another configuration")
