@@ -367,10 +367,8 @@ def _demo_record(q: Any, name: str, n_opts: int, bound: bool) -> dict[str, Any]:
 def _write_demo_video(script: Any, path: Path, kind: str) -> None:
     from PIL import Image
 
-    from vamba_eval.synth.render import record_capture, render, render_frame
+    from vamba_eval.synth.render import render, render_frame
 
-    if kind != "mp4" and record_capture(script, path, fps=5 if kind == "gif" else FRAME_FPS):
-        return  # training data: frames are drawn from the script (synth.render.capture_scripts)
     if kind == "mp4":
         render(script, path, fps=4)
         return

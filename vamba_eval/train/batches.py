@@ -100,18 +100,26 @@ class TrainSet:
         return self.collate(chosen)
 
     def collate(self, indices: list[int]) -> Batch:
-        seqs = [self.encoded[i] for i in indices]
-        length = -(-max(len(p) + len(r) for p, r in seqs) // PAD_TO) * PAD_TO  # few distinct shapes
-        ids = torch.full((len(seqs), length), self.ids.pad, dtype=torch.long)
-        labels = torch.full_like(ids, IGNORE)
-        mask = torch.zeros_like(ids)
-        for row, (p, r) in enumerate(seqs):
-            ids[row, :len(p) + len(r)] = torch.tensor(p + r)
-            labels[row, len(p):len(p) + len(r)] = torch.tensor(r)
-            mask[row, :len(p) + len(r)] = 1
-        starts = [p.index(self.ids.vision_start) for p, _ in seqs]
-        frames = torch.stack([self.frames[g][r] for g, r in (self.videos[self.examples[i]["video"]] for i in indices)])
-        return Batch(ids, labels, mask, frames, starts)
+        items = [(*self.encoded[i], self.frames[g][r])
+                 for i, (g, r) in ((i, self.videos[self.examples[i]["video"]]) for i in indices)]
+        return collate_items(items, self.ids.pad, self.ids.vision_start)
+
+
+Item = tuple[list[int], list[int], Any]  # prompt ids, reply ids (+ eos), frames [T, H, W, 3] (array or tensor)
+
+
+def collate_items(items: list[Item], pad: int, vision_start: int) -> Batch:
+    """Right-padded batch of (prompt, reply, frames) items whose frames share one shape."""
+    length = -(-max(len(p) + len(r) for p, r, _ in items) // PAD_TO) * PAD_TO  # few distinct shapes
+    ids = torch.full((len(items), length), pad, dtype=torch.long)
+    labels = torch.full_like(ids, IGNORE)
+    mask = torch.zeros_like(ids)
+    for row, (p, r, _) in enumerate(items):
+        ids[row, :len(p) + len(r)] = torch.tensor(p + r)
+        labels[row, len(p):len(p) + len(r)] = torch.tensor(r)
+        mask[row, :len(p) + len(r)] = 1
+    frames = torch.stack([torch.as_tensor(f) for _, _, f in items])  # [b, T, H, W, 3] uint8
+    return Batch(ids, labels, mask, frames, [p.index(vision_start) for p, _, _ in items])
 
 
 def video_token_count(frames: torch.Tensor, vision_cfg: Any) -> int:

@@ -16,6 +16,7 @@ Layout of ``DIR``::
 
 from __future__ import annotations
 
+import contextlib
 import json
 import lzma
 import shutil
@@ -77,11 +78,16 @@ def _caption_example(video: int, script: Any, source: str) -> dict[str, Any]:
             "prompt": prompt_dict(Prompt(user=CAPTION_PROMPT)), "target": caption(script)}
 
 
-def task_chunk(task_name: str, seed: int, copies: int) -> Chunk:
-    """One training release of ``task_name``: frames of its videos and its examples."""
+def task_chunk(task_name: str, seed: int, copies: int, fast: bool = False) -> Chunk:
+    """One training release of ``task_name``: frames of its videos and its examples.
+
+    ``fast``: the release is written under ``synth.render.capture_scripts()`` (annotations only) and
+    the sampled frames of every captured video are drawn from its script (``synth_frames``); videos
+    the writer makes another way (gif, frame folders) are decoded as usual."""
     from vamba_eval.registry import get_task
     from vamba_eval.run.config import RunConfig
     from vamba_eval.run.plan import frame_spec
+    from vamba_eval.synth.render import capture_scripts
     from vamba_eval.task_api import PromptContext
     from vamba_eval.video import load_frames
 
@@ -91,16 +97,22 @@ def task_chunk(task_name: str, seed: int, copies: int) -> Chunk:
     frames: list[np.ndarray] = []
     index: dict[tuple, tuple[int, tuple[float, ...]]] = {}
     examples: list[dict[str, Any]] = []
-    scripts = _scripts_by_key(task_name, seed)
-    with tempfile.TemporaryDirectory(prefix=f"train-{task_name}-") as tmp:
+    scripts = {} if fast else _scripts_by_key(task_name, seed)
+    capture = capture_scripts() if fast else contextlib.nullcontext(None)
+    with tempfile.TemporaryDirectory(prefix=f"train-{task_name}-") as tmp, capture as captured:
         folder = task.write_demo(Path(tmp) / "release", seed)
         for sample in task.load(Path(folder)):
             ref = sample.video
             key = (ref.path, ref.start, ref.end, ref.fps)
             if key not in index:
-                decoded = load_frames(ref.path, spec, ref.start, ref.end, None, folder_fps=ref.fps)
-                index[key] = (len(frames), tuple(decoded.times))
-                frames.append(decoded.frames)
+                if captured is not None and str(ref.path) in captured:
+                    got, times = synth_frames(captured[str(ref.path)], spec, ref.start, ref.end)
+                    scripts[Path(ref.path).stem] = captured[str(ref.path)][0]
+                else:
+                    decoded = load_frames(ref.path, spec, ref.start, ref.end, None, folder_fps=ref.fps)
+                    got, times = decoded.frames, tuple(decoded.times)
+                index[key] = (len(frames), times)
+                frames.append(got)
                 stem = Path(ref.path).stem
                 if stem in scripts and ref.start is None:
                     examples.append(_caption_example(len(frames) - 1, scripts[stem], task_name))
@@ -118,7 +130,36 @@ def task_chunk(task_name: str, seed: int, copies: int) -> Chunk:
     return frames, examples
 
 
-def caption_chunk(seed: int, long_frames: int) -> Chunk:
+def synth_frames(captured: tuple, spec: Any, start_s: Optional[float] = None,
+                 end_s: Optional[float] = None) -> tuple[np.ndarray, tuple[float, ...]]:
+    """The frames ``load_frames`` would return for a rendered script, drawn without encoding:
+    same sampler, odd rule and resize; chroma subsampled like the yuv420p encode."""
+    from vamba_eval.synth.render import frame_count, render_frame
+    from vamba_eval.video.cache import frame_size_for
+    from vamba_eval.video.decode import _resize
+    from vamba_eval.video.meta import VideoMeta
+    from vamba_eval.video.sampling import apply_odd_rule, frame_times, sample_indices
+
+    script, width, height, fps = captured
+    n = frame_count(script, fps)
+    meta = VideoMeta(path="<script>", num_frames=n, fps=float(fps), duration_s=n / fps, width=width, height=height)
+    indices = apply_odd_rule(sample_indices(meta, spec, start_s, end_s), spec.drop_odd)
+    size = frame_size_for(meta, spec)
+    out = np.stack([_resize(yuv420(render_frame(script, i / fps, width, height)), size) for i in indices])
+    return out, tuple(frame_times(meta, indices))
+
+
+def yuv420(rgb: np.ndarray) -> np.ndarray:
+    """RGB → YCbCr with chroma at half resolution → RGB: the colour blur of a yuv420p encode."""
+    from PIL import Image
+
+    y, cb, cr = Image.fromarray(rgb).convert("YCbCr").split()
+    half = (max(1, y.width // 2), max(1, y.height // 2))
+    cb, cr = (c.resize(half, Image.BILINEAR).resize(y.size, Image.BILINEAR) for c in (cb, cr))
+    return np.asarray(Image.merge("YCbCr", (y, cb, cr)).convert("RGB"))
+
+
+def caption_chunk(seed: int, long_frames: int, fast: bool = False) -> Chunk:
     """One random script rendered like the demo videos (160×96, 4 fps), captioned."""
     from vamba_eval.synth.render import render
     from vamba_eval.synth.world import random_script
@@ -127,6 +168,9 @@ def caption_chunk(seed: int, long_frames: int) -> Chunk:
     rng = np.random.default_rng([seed, 11])
     script = random_script(rng, int(rng.integers(4, 25)) * 5)
     n = long_frames if seed % 4 == 0 else 8
+    if fast:
+        frames, _ = synth_frames((script, 160, 96, 4), FrameSpec(num_frames=n, max_edge=224))
+        return [frames], [_caption_example(0, script, "caption")]
     with tempfile.TemporaryDirectory(prefix="train-caption-") as tmp:
         path = render(script, Path(tmp) / "v.mp4")
         decoded = load_frames(path, FrameSpec(num_frames=n, max_edge=224), None, None, None)
@@ -136,8 +180,8 @@ def caption_chunk(seed: int, long_frames: int) -> Chunk:
 def run_job(job: Job, recipe: DataRecipe) -> Chunk:
     name, seed = job
     if name == "caption":
-        return caption_chunk(seed, recipe.caption_long_frames)
-    return task_chunk(name, seed, recipe.template_copies)
+        return caption_chunk(seed, recipe.caption_long_frames, recipe.fast_render)
+    return task_chunk(name, seed, recipe.template_copies, recipe.fast_render)
 
 
 def _run_job_star(args: tuple[Job, DataRecipe]) -> Chunk:
@@ -203,7 +247,7 @@ def write_data(out: Path, groups: dict[str, list[np.ndarray]], videos: list[tupl
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     for key, frames in groups.items():
-        with lzma.open(tmp / f"frames-{key}.u8.xz", "wb", preset=6) as f:
+        with lzma.open(tmp / f"frames-{key}.u8.xz", "wb", preset=1) as f:
             f.write(np.stack(frames).tobytes())
     meta = {"groups": {k: len(v) for k, v in groups.items()}, "videos": videos, "tasks": tasks}
     (tmp / "videos.json").write_text(json.dumps(meta) + "\n", encoding="utf-8")

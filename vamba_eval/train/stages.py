@@ -21,6 +21,7 @@ from vamba_eval.train.forward import (aligned_kl, batch_vision_attention, lm_los
                                       track_video_tokens, video_scale_penalty)
 from vamba_eval.train.loop import Logger, train, validate
 from vamba_eval.train.recipe import Recipe, mixer_overrides, qwen2vl_config
+from vamba_eval.train.stream import StreamSet, training_set
 
 STAGE1_KEYS = (".cross_attn.", ".vision_mixer.", ".alpha")
 STAGE2_FROZEN = ("visual.patch_embed.", "visual.blocks.", "lm_head.")
@@ -60,14 +61,17 @@ def teacher_step(model: Any, video_pad: int, norm_weight: float = 0.0):
 
 def run_teacher(out: Path, data_dir: Path, recipe: Recipe, device: torch.device, log: Logger) -> Path:
     tokenizer = load_tokenizer(data_dir)
-    data = TrainSet(data_dir, tokenizer).to(device)
+    data = training_set(data_dir, tokenizer, Path(data_dir) / "tokenizer", recipe, device)
     model = new_teacher(recipe, tokenizer, recipe.seed).to(device).train()
     batch_vision_attention(model)
     log(f"[teacher] Qwen2-VL {sum(p.numel() for p in model.parameters()):,} params; "
-        f"{data.count('qa')} QA + {data.count('caption')} caption examples")
+        f"{data.count('qa')} QA + {data.count('caption')} caption examples" + _stream_note(recipe))
     pad = token_ids(tokenizer).video_pad
-    hist = train(model.parameters(), teacher_step(model, pad, recipe.video_norm_penalty), data, recipe.teacher, device,
-                 recipe.seed, log, "teacher")
+    try:
+        hist = train(model.parameters(), teacher_step(model, pad, recipe.video_norm_penalty), data, recipe.teacher,
+                     device, recipe.seed, log, "teacher")
+    finally:
+        _close(data, log, "teacher")
     model.eval()
     hist.append({"stage": "teacher", **validate(lambda b: teacher_forward(model, b, pad)[:2], data, device)})
     log(f"[teacher] held-out {hist[-1]}", **hist[-1])
@@ -144,15 +148,18 @@ def run_student(out: Path, data_dir: Path, recipe: Recipe, device: torch.device,
     if lam > 0:
         teacher = ckpt.load_qwen2vl(Path(out) / "teacher", device).eval().requires_grad_(False)
         batch_vision_attention(teacher)
-    data = TrainSet(data_dir, tokenizer).to(device)
+    data = training_set(data_dir, tokenizer, Path(data_dir) / "tokenizer", recipe, device)
     n_train = sum(p.numel() for n, p in model.named_parameters() if n in set(names))
-    log(f"[{stage}] training {len(names)} tensors ({n_train:,} params); λ={lam}")
+    log(f"[{stage}] training {len(names)} tensors ({n_train:,} params); λ={lam}" + _stream_note(recipe))
     norm_weight = recipe.video_norm_penalty if stage == "stage2" else 0.0  # stage 1 does not train the merger
     step = student_step(model, teacher, lam, recipe.distill_topk, token_ids(tokenizer).video_pad, norm_weight)
     settings = recipe.stage1 if stage == "stage1" else recipe.stage2
     before = {"stage": f"{stage}:before", **_validate_student(model, data, device)}
     log(f"[{stage}] held-out before {before}", **before)
-    hist = [before] + train(model.parameters(), step, data, settings, device, recipe.seed, log, stage)
+    try:
+        hist = [before] + train(model.parameters(), step, data, settings, device, recipe.seed, log, stage)
+    finally:
+        _close(data, log, stage)
     hist.append({"stage": stage, **_validate_student(model, data, device)})
     log(f"[{stage}] held-out after {hist[-1]}", **hist[-1])
     folder = ckpt.save_vamba(model.eval(), Path(out) / stage, tokenizer)
@@ -167,6 +174,17 @@ def _validate_student(model: Any, data: TrainSet, device: torch.device) -> dict[
         return validate(lambda b: (student_logits(model, b), b.labels), data, device)
     finally:
         model.train(was)
+
+
+def _stream_note(recipe: Recipe) -> str:
+    n = recipe.data.stream_workers
+    return f"; + fresh releases from {n} stream workers" if n > 0 else ""
+
+
+def _close(data: TrainSet, log: Logger, stage: str) -> None:
+    if isinstance(data, StreamSet):
+        data.close()
+        log(f"[{stage}] stream: {data.produced:,} fresh examples produced", stream_examples=data.produced)
 
 
 def _write_history(folder: Path, hist: list[dict[str, Any]]) -> None:

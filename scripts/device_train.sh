@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Train the bundled tiny checkpoints on the GPU machine and evaluate them on every demo split.
+# Usage (device tool, carry .gpu_carry): bash scripts/device_train.sh [extra --set KEY=VALUE ...]
+# Writes under $OUT: train.log, log.jsonl, histories, checkpoints.tar, eval-<model>.log + results.
+set -uo pipefail
+export PYTHONUNBUFFERED=1
+rm -rf /tmp/site /tmp/eval-* /tmp/vcache  # a warm machine keeps /tmp: never run a stale copy
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .gpu_carry/*.whl || exit 1
+python3 -m pip install -q --no-deps --no-build-isolation --no-compile --target /tmp/site . || exit 1  # maps tasks/ into the package
+export PYTHONPATH=/tmp/site; cd /tmp  # run the installed copy, not the source tree
+OUT=${OUT:-/tmp/out}; RUN=/tmp/train-run; rm -rf "$RUN"
+nproc; nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
+python3 -m vamba_eval.train all --out "$RUN" --device cuda "$@" 2>&1 | grep -v "Loading weights" | tee "$OUT/train.log"
+cp "$RUN/log.jsonl" "$RUN/recipe.json" "$OUT/" 2>/dev/null
+for s in teacher stage1 stage2; do cp "$RUN/$s/history.json" "$OUT/history-$s.json" 2>/dev/null; done
+tar -C "$RUN" -cf "$OUT/checkpoints.tar" checkpoints
+export VAMBA_EVAL_CACHE=/tmp/vcache
+for m in vamba qwen2vl; do
+  python3 -m vamba_eval.cli run --tasks lvbench,videomme,mlvu,longvideobench,mvbench --model $m \
+    --model-path "$RUN/checkpoints/$m-tiny" --device cuda --output "/tmp/eval-$m" --no-report 2>&1 | tail -30 > "$OUT/eval-$m.log"
+  cp "/tmp/eval-$m/results.json" "$OUT/results-$m.json" 2>/dev/null
+  python3 - "$OUT/results-$m.json" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))
+for name, t in r["tasks"].items():
+    o = t["overall"]
+    print(f"{sys.argv[1].split('/')[-1]:22s} {name:15s} acc={o['value']} ci={o['ci95']} n={t['n']} "
+          f"failed={t['n_failed']} unparsed={t['n_unparsed']}")
+PY
+done
