@@ -15,10 +15,11 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="Evaluate long-video multimodal models (VAMBA and baselines) exactly, fast and resumably.")
 
 
-from vamba_eval import cli_ablate, cli_extra, cli_interop  # noqa: E402
+from vamba_eval import cli_ablate, cli_bench, cli_extra, cli_interop  # noqa: E402
 
 cli_extra.register(app)  # leaderboard, export, regress
 cli_interop.register(app)  # import lmms-eval, parity
+cli_bench.register(app)  # bench
 cli_ablate.register(app)  # ablate
 
 
