@@ -48,6 +48,8 @@ Vamba paper setting: 512 frames, longest edge 480, shortest edge 256.
 
 from __future__ import annotations
 
+import math
+
 import hashlib
 import os
 from collections import Counter
@@ -191,7 +193,10 @@ def extract_scores(text: str, keys: Sequence[str]) -> list[float]:
             continue
         start_number_index = text.find(":", start_index) + 2
         end_number_index = text.find(",", start_number_index)
-        scores.append(float(text[start_number_index:end_number_index]))
+        value = float(text[start_number_index:end_number_index])
+        if not math.isfinite(value):  # float() takes "nan"/"inf": one such reply would make the task mean NaN
+            raise ValueError(f"{key} score {value!r} is not a finite number")
+        scores.append(value)
     return scores
 
 

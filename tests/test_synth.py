@@ -385,3 +385,31 @@ def test_demo_notice_and_marker_file(releases):
     assert DEMO_NOTICE.format(fmt="LVBench") == "synthetic demo split in LVBench format — not LVBench"
     marker = (releases["vmme"] / "SYNTHETIC_DEMO.txt").read_text(encoding="utf-8")
     assert "not Video-MME" in marker
+
+
+def test_demo_annotations_do_not_depend_on_the_hash_seed(tmp_path):
+    """Set iteration order changes with PYTHONHASHSEED; the demo releases must not (reproducible data)."""
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import hashlib, pathlib, sys\n"
+        "from vamba_eval.registry import get_task\n"
+        "from vamba_eval.synth.render import capture_scripts\n"
+        "h = hashlib.sha256()\n"
+        "for t in ['mvbench', 'lvbench', 'videomme', 'mlvu', 'longvideobench']:\n"
+        "    with capture_scripts():\n"
+        "        f = get_task(t).write_demo(pathlib.Path(sys.argv[1]) / t, 0)\n"
+        "    for p in sorted(pathlib.Path(f).rglob('*')):\n"
+        "        if p.is_file() and p.suffix in ('.json', '.jsonl', '.parquet', '.srt'):\n"
+        "            h.update(p.read_bytes())\n"
+        "print(h.hexdigest())\n"
+    )
+    digests = set()
+    for seed in ("1", "2"):
+        env = {**os.environ, "PYTHONHASHSEED": seed}
+        out = subprocess.run([sys.executable, "-c", code, str(tmp_path / seed)], env=env, capture_output=True,
+                             text=True, check=True)
+        digests.add(out.stdout.strip())
+    assert len(digests) == 1

@@ -18,14 +18,14 @@ from urllib.parse import quote
 import jinja2
 from markupsafe import Markup
 
-from vamba_eval.report import CSS, KEY_LIKE, REDACTED, check_no_secrets, template_root
+from vamba_eval.report import CSS, scrub_text, template_root, write_html
 
 MACROS = "page_macros.html.j2"
 
 
 def _scrub(value: Any) -> Any:
     if isinstance(value, str):
-        return (Markup if isinstance(value, Markup) else str)(KEY_LIKE.sub(REDACTED, str(value)))
+        return (Markup if isinstance(value, Markup) else str)(scrub_text(str(value)))
     return value
 
 
@@ -51,11 +51,8 @@ def render_page(template: str, script_macro: Optional[str] = None, **context: An
 def write_page(path: Path, html: str) -> Path:
     """Refuse pages holding a key-like string; write atomically."""
     path = Path(path)
-    check_no_secrets(html, path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(html, encoding="utf-8")
-    tmp.replace(path)
+    write_html(path, html)
     return path
 
 

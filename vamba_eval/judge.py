@@ -24,6 +24,7 @@ cost, and ``record_judge_usage`` writes it into a run's config.json (``model.jud
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import threading
@@ -128,6 +129,22 @@ def scrub(text: str, secret: Optional[str] = None) -> str:
     return _KEY_LIKE.sub(REDACTED, text)
 
 
+def without_secret(reply: JudgeReply, secret: Optional[str]) -> JudgeReply:
+    """``reply`` with ``secret`` cut out of its text and out of every token overlapping it (a server
+    or proxy that echoes the key must not put it into records, caches or reports)."""
+    joined = "".join(t.token for t in reply.tokens)
+    if not secret or (secret not in reply.text and secret not in joined):
+        return reply
+    spans = [(m.start(), m.start() + len(secret)) for m in re.finditer(re.escape(secret), joined)]
+    tokens, pos = [], 0
+    for tok in reply.tokens:
+        end = pos + len(tok.token)
+        hit = secret in tok.token or any(a < end and pos < b for a, b in spans)
+        tokens.append(TokenLogprob(REDACTED, tok.logprob, ()) if hit else tok)
+        pos = end
+    return dataclasses.replace(reply, text=scrub(reply.text, secret), tokens=tuple(tokens))
+
+
 def safe_url(url: Optional[str]) -> str:
     """The base URL without user info, query or fragment (those may carry credentials)."""
     if not url:
@@ -215,11 +232,12 @@ class Judge:
         folder = self.cache_folder()
         cache = JudgeCache(folder) if folder is not None else None
         key = request_key(params, self.config.base_url or DEFAULT_BASE_URL, sample_index) if cache else ""
+        secret = os.environ.get(self.config.api_key_env)
         replayed = self._replay(cache, key) if cache else None
         if replayed is not None:
-            return replayed
+            return without_secret(replayed, secret)
         try:
-            reply = self._ask(params)
+            reply = without_secret(self._ask(params), secret)
         except JudgeUnavailable:
             self._usage.add(failures=1)
             raise

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import os
 import re
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
@@ -31,6 +32,9 @@ CSS = "report.css"
 SECRET_NAME = re.compile(r"key|token|secret|password", re.IGNORECASE)
 KEY_LIKE = re.compile(r"(?<![A-Za-z0-9_\-])(?:sk-[A-Za-z0-9_\-]{16,}|hf_[A-Za-z0-9]{30,}|AKIA[0-9A-Z]{16})")
 REDACTED = "[redacted]"
+URL_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.\-]*://)[^/?#\s@\"'<>]+@")  # scheme://user:password@
+URL_SECRET_PARAM = re.compile(r"(?i)([?&;][^=&#\s\"'<>]*(?:key|token|secret|passw|pwd|sig|auth|credential)"
+                              r"[^=&#\s\"'<>]*=)[^&#\s\"'<>]+")  # ?api-key=…, &token=…
 ENV_VAR_KEYS = frozenset({"env", "environ", "env_vars", "environment_variables"})
 THUMB_MAX_BYTES = 512 * 1024
 FAILURES_PER_TYPE = 200
@@ -59,14 +63,22 @@ def redact(value: Any, key: str = "") -> Any:
     if isinstance(value, (list, tuple)):
         return [redact(v) for v in value]
     if isinstance(value, str):
-        return KEY_LIKE.sub(REDACTED, value)
+        return scrub_text(value)
     return value
+
+
+def scrub_text(text: str) -> str:
+    """``text`` without API-key-like strings and without credentials in URLs (user info, key/token/
+    password query parameters)."""
+    text = KEY_LIKE.sub(REDACTED, text)
+    text = URL_USERINFO.sub(lambda m: m.group(1) + REDACTED + "@", text)
+    return URL_SECRET_PARAM.sub(lambda m: m.group(1) + REDACTED, text)
 
 
 def _scrub(value: Any) -> Any:
     """Jinja ``finalize`` hook: every rendered expression passes through here before escaping."""
     if isinstance(value, str):
-        return (Markup if isinstance(value, Markup) else str)(KEY_LIKE.sub(REDACTED, str(value)))
+        return (Markup if isinstance(value, Markup) else str)(scrub_text(str(value)))
     return value
 
 
@@ -90,7 +102,9 @@ def read_samples(path: Path) -> tuple[list[SampleRecord], list[str]]:
     the same rule as ``run.store.load_records`` (so the report shows what results.json counted)."""
     if not path.exists():
         return [], [f"{path.name} not found: no per-sample data in this report"]
-    lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    # split on "\n" only: str.splitlines() would also break a record at a U+2028/U+2029/\x85 … that a
+    # model output (written raw, ensure_ascii=False) may contain
+    lines = path.read_text(encoding="utf-8", errors="replace").split("\n")
     last = max((i for i, line in enumerate(lines) if line.strip()), default=-1)
     records: dict[tuple[str, str], SampleRecord] = {}
     notes: list[str] = []
@@ -340,11 +354,22 @@ def _environment() -> tuple[jinja2.Environment, Markup, Markup, str]:
     return env, css, script, f"sha256-{digest}"
 
 
-def _write(path: Path, html: str) -> None:
+def write_html(path: Path, html: str) -> None:
+    """Refuse a page holding a key-like string; write it whole or not at all (a full disk: a clear error)."""
+    from vamba_eval.run.store import disk_full_error, is_disk_full
+
     check_no_secrets(html, path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(html, encoding="utf-8")
-    tmp.replace(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        tmp.write_text(html, encoding="utf-8")
+        tmp.replace(path)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        if is_disk_full(err):
+            raise disk_full_error(path, "the HTML page", err, then="The run's data files are intact: free some "
+                                  "disk space and render the page again (`vamba-eval report RUN_DIR`).") from None
+        raise
+
 
 
 def _write_pages(env: jinja2.Environment, base: dict[str, Any], views: list[dict[str, Any]],
@@ -361,7 +386,7 @@ def _write_pages(env: jinja2.Environment, base: dict[str, Any], views: list[dict
     for i, chunk in enumerate(chunks):
         html = template.render(**base, page_mode=True, page_index=i, pages=pages, samples=chunk,
                                samples_note=f"samples {pages[i]['label']} of {len(views)}")
-        _write(out_dir / pages[i]["href"], html)
+        write_html(out_dir / pages[i]["href"], html)
     return pages
 
 
@@ -398,5 +423,5 @@ def render_run_report(run_dir: Path, out: Optional[Path] = None, max_samples_inl
         **base, page_mode=False, page_index=None, pages=pages, samples=inline, samples_note=overflow_note,
         failures=_failures(data.samples), packages=redact(packages) if isinstance(packages, dict) else {},
         config_json=json.dumps(redact(data.config.get("config", {})), indent=2, ensure_ascii=False, default=str))
-    _write(out, html)
+    write_html(out, html)
     return out

@@ -42,7 +42,7 @@ def _check_resume(run_dir: Path, cfg: RunConfig) -> None:
         return  # nothing to resume: a fresh run
     old = store.read_config(run_dir)
     if old.get("config_hash") != cfg.config_hash():
-        prev, now = old.get("config", {}), cfg.model_dump(mode="json")
+        prev, now = old.get("config", {}), recorded_config(cfg)
         diff = sorted(k for k in set(prev) | set(now) if prev.get(k) != now.get(k) and k not in NON_RESULT_KEYS)
         raise store.RunDirError(f"{run_dir}: --resume with a different configuration (changed: {', '.join(diff)}); "
                                 "use the original settings or a new --output")
@@ -58,11 +58,32 @@ def _banner(plans: list[TaskPlan], model_info: dict[str, Any]) -> None:
               "scores are chance level by construction.", file=sys.stderr)
 
 
+def recorded_config(cfg: RunConfig) -> dict[str, Any]:
+    """The config as config.json records it: credentials in the judge URL (user info, query values) masked."""
+    data = cfg.model_dump(mode="json")
+    if data.get("judge_base_url"):
+        data["judge_base_url"] = mask_url_credentials(data["judge_base_url"])
+    return data
+
+
+def mask_url_credentials(url: str) -> str:
+    """``http://user:KEY@host/v1?api-key=KEY`` → ``http://user:***@host/v1?api-key=***``."""
+    from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if "@" in netloc:
+        user, _, host = netloc.rpartition("@")
+        netloc = f"{user.split(':', 1)[0]}:***@{host}" if ":" in user else f"***@{host}"
+    query = urlencode([(k, "***") for k, _ in parse_qsl(parts.query, keep_blank_values=True)], safe="*")
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
 def _write_config(run_dir: Path, cfg: RunConfig, plans: list[TaskPlan], model_info: dict[str, Any]) -> None:
     old = store.read_config(run_dir) if (run_dir / store.CONFIG).exists() else {}
     now = datetime.now(timezone.utc).isoformat(timespec="seconds")
     starts = old.get("started", []) + [now]
-    data = {"run_id": run_dir.name, "config": cfg.model_dump(mode="json"), "config_hash": cfg.config_hash(),
+    data = {"run_id": run_dir.name, "config": recorded_config(cfg), "config_hash": cfg.config_hash(),
             "environment": {**environment(cfg.device), "ssm_backend": model_info.get("ssm_backend"),
                             "datasets": {p.task.name: p.data for p in plans}},
             "frames": {p.task.name: p.spec.key() for p in plans},

@@ -18,10 +18,11 @@ from vamba_eval.video import FrameCache, prefetch
 class Progress:
     """samples done / total, failures, rate and ETA on one line (a TTY) or every ~10 s (logs)."""
 
-    def __init__(self, total: int, done: int = 0, enabled: bool = True, stream=sys.stderr) -> None:
+    def __init__(self, total: int, done: int = 0, enabled: bool = True, stream: Any = None) -> None:
         self.total, self.done, self.failed = total, done, 0
         self.start, self.last = time.monotonic(), 0.0
         self.first = done
+        stream = stream if stream is not None else sys.stderr  # now, not at import (stderr may be redirected)
         self.enabled, self.stream = enabled, stream
         self.tty = hasattr(stream, "isatty") and stream.isatty()
 
@@ -44,6 +45,18 @@ class Progress:
         print(line, end=end, file=self.stream, flush=True)
 
 
+def save_thumb(write: Callable[[], Any], thumbs: Path, unit: WorkUnit) -> None:
+    """Write a sample's contact sheet; a full disk stops the run (``DiskFullError``, resumable)."""
+    from vamba_eval.run.store import disk_full_error, is_disk_full
+
+    try:
+        write()
+    except OSError as err:
+        if is_disk_full(err):
+            raise disk_full_error(thumbs, f"the frame strip of sample {unit.task}/{unit.sample.sample_id}", err) from None
+        raise
+
+
 def run_local(units: Sequence[WorkUnit], tasks: dict[str, TaskDef], model: ModelAdapter,
               on_record: Callable[[SampleRecord], None], *, use_subtitles: bool, scoring: str,
               max_new_tokens: dict[str, int], workers: int = 2, cache: Optional[FrameCache] = None,
@@ -56,7 +69,8 @@ def run_local(units: Sequence[WorkUnit], tasks: dict[str, TaskDef], model: Model
             record = run_unit(unit, tasks[unit.task], decoded, model, use_subtitles=use_subtitles,
                               scoring=scoring, max_new_tokens=max_new_tokens[unit.task], judge=judge)
             if thumbs is not None and not isinstance(decoded, BaseException):
-                write_contact_sheet(thumbs, unit.task, unit.sample.sample_id, decoded.frames)
+                save_thumb(lambda: write_contact_sheet(thumbs, unit.task, unit.sample.sample_id, decoded.frames),
+                           thumbs, unit)
             on_record(record)
             n += 1
     finally:

@@ -215,7 +215,7 @@ def er_shape(script: VideoScript, rng: np.random.Generator) -> Optional[Question
     shown = _shape_pairs(scene)
     absent = [f"a {c} {k}" for k in SHAPE_KINDS for c in COLOR_NAMES
               if c != scene.background and (c, k) not in shown]
-    elsewhere = [f"a {c} {k}" for o in script.scenes for (c, k) in _shape_pairs(o)]
+    elsewhere = [f"a {c} {k}" for o in script.scenes for (c, k) in sorted(_shape_pairs(o))]  # sets: hash order
     gold = f"a {scene.shapes[i].name}"
     distractors = _mix(rng, [d for d in elsewhere if d in absent], absent, {gold})
     text = f"Which of these shapes is shown in the scene with the {scene.background} background?"
