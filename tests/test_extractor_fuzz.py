@@ -14,7 +14,6 @@ import re
 import string
 from types import SimpleNamespace
 
-import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
@@ -244,7 +243,7 @@ def test_mlvu_gen_judge_reply_parser_any_text(text, label):
 @given(a=st.integers(1, 5), b=st.integers(1, 5), label=st.sampled_from(["sub_scene", "summary"]),
        junk=st.text(alphabet=string.ascii_letters + " .\n"))
 def test_mlvu_gen_known_outcomes(a, b, label, junk):
-    from vamba_eval.tasks.mlvu_gen import DIMENSIONS, judge_score
+    from vamba_eval.tasks.mlvu_gen import DIMENSIONS
 
     d1, d2 = DIMENSIONS[label]
     reply = SimpleNamespace(text=f"{junk}{{'score_{d1}': {a}, 'score_{d2}': {b}}}", to_record=lambda: {})

@@ -237,15 +237,15 @@ class Judge:
         if replayed is not None:
             return without_secret(replayed, secret)
         try:
-            reply = without_secret(self._ask(params), secret)
+            reply = self._ask(params)
         except JudgeUnavailable:
             self._usage.add(failures=1)
             raise
         self._usage.add(replies=1, prompt_tokens=reply.usage.get("prompt_tokens", 0),
                         completion_tokens=reply.usage.get("completion_tokens", 0))
-        if cache is not None:
+        if cache is not None:  # a reply that echoes the key is not stored at all (JudgeCache.put)
             self._store(cache, key, params, sample_index, reply)
-        return reply
+        return without_secret(reply, secret)  # … and reaches records and reports without it
 
     def _replay(self, cache: JudgeCache, key: str) -> Optional[JudgeReply]:
         try:
