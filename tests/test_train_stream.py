@@ -75,3 +75,19 @@ def test_stream_set_serves_fresh_examples_and_closes(data_folder):
         data.close()
     data._thread.join(timeout=30)
     assert not data._thread.is_alive()
+
+
+def test_a_failing_producer_stops_training_with_a_clear_error(data_folder):
+    """A release that fails in a worker must not leave training on stale data without a word."""
+    folder, tok = data_folder
+    recipe = preset("test").data
+    data = StreamSet(folder, tok, recipe, seed=0, workers=1, tokenizer_dir=folder / "missing-tokenizer",
+                     cached_share=0.0)
+    try:
+        deadline = time.monotonic() + 120
+        while data.error is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        with pytest.raises(RuntimeError, match="fresh-data producer failed"):
+            data.sample("qa", 2, np.random.default_rng(0))
+    finally:
+        data.close()

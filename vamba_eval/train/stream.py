@@ -75,6 +75,7 @@ class StreamSet(TrainSet):
         self.max_len, self.capacity, self.cached_share = max_len, capacity, cached_share
         self.fresh: dict[tuple[str, str], collections.deque[Item]] = {}
         self.produced = self.consumed = 0
+        self.error: Optional[BaseException] = None
         self.reuse, self.ahead = reuse, ahead
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -112,10 +113,10 @@ class StreamSet(TrainSet):
                 return
             try:
                 items = pending.popleft().result()
-            except Exception:  # noqa: BLE001 — the pool is shutting down, or one release failed
-                if self._stop.is_set():
-                    return
-                raise
+            except Exception as exc:  # noqa: BLE001 — the pool is shutting down, or one release failed
+                if not self._stop.is_set():
+                    self.error = exc  # raised by the next sample(): never train on quietly stale data
+                return
             self._add(items)
 
     def _add(self, items: list[tuple[str, str, Item]]) -> None:
@@ -142,6 +143,10 @@ class StreamSet(TrainSet):
 
     def sample(self, kind: str, size: int, rng: np.random.Generator) -> Batch:
         """Fresh examples of ``kind`` (one frame shape) when enough have arrived, else cached ones."""
+        if self.error is not None:
+            raise RuntimeError(f"the fresh-data producer failed ({type(self.error).__name__}: {self.error}); "
+                               "fix the synthetic release it was writing, or train without streaming "
+                               "(--set data.stream_workers=0)") from self.error
         with self._lock:
             keys = [key for key, q in self.fresh.items() if key[0] == kind and len(q) >= size]
             if not keys or rng.random() < self.cached_share:
