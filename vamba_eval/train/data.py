@@ -78,17 +78,19 @@ def _caption_example(video: int, script: Any, source: str) -> dict[str, Any]:
             "prompt": prompt_dict(Prompt(user=CAPTION_PROMPT)), "target": caption(script)}
 
 
-def task_chunk(task_name: str, seed: int, copies: int, fast: bool = False) -> Chunk:
+def task_chunk(task_name: str, seed: int, copies: int, fast: bool = False, drills: int = 0) -> Chunk:
     """One training release of ``task_name``: frames of its videos and its examples.
 
     ``fast``: the release is written under ``synth.render.capture_scripts()`` (annotations only) and
     the sampled frames of every captured video are drawn from its script (``synth_frames``); videos
-    the writer makes another way (gif, frame folders) are decoded as usual."""
+    the writer makes another way (gif, frame folders) are decoded as usual. ``drills``: option-binding
+    drills per question (``train/drills.py``)."""
     from vamba_eval.registry import get_task
     from vamba_eval.run.config import RunConfig
     from vamba_eval.run.plan import frame_spec
     from vamba_eval.synth.render import capture_scripts
     from vamba_eval.task_api import PromptContext
+    from vamba_eval.train.drills import drill_examples
     from vamba_eval.video import load_frames
 
     task = get_task(task_name)
@@ -127,6 +129,7 @@ def task_chunk(task_name: str, seed: int, copies: int, fast: bool = False) -> Ch
                 if variant is not None:
                     examples.append({"kind": "qa", "source": f"{task_name}:template", "video": vid,
                                      "prompt": prompt_dict(variant[0]), "target": variant[1]})
+            examples.extend(drill_examples(task, sample, vid, times, drills, rng))
     return frames, examples
 
 
@@ -181,7 +184,7 @@ def run_job(job: Job, recipe: DataRecipe) -> Chunk:
     name, seed = job
     if name == "caption":
         return caption_chunk(seed, recipe.caption_long_frames, recipe.fast_render)
-    return task_chunk(name, seed, recipe.template_copies, recipe.fast_render)
+    return task_chunk(name, seed, recipe.template_copies, recipe.fast_render, recipe.binding_drills)
 
 
 def _run_job_star(args: tuple[Job, DataRecipe]) -> Chunk:

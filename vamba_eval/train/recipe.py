@@ -24,6 +24,7 @@ class DataRecipe:
     caption_videos: int = 200  # extra random scripts rendered for captions only
     caption_long_frames: int = 16  # a quarter of the caption-only videos use this many frames
     template_copies: int = 1  # extra copies of each QA in a spec prompt template, options shuffled
+    binding_drills: int = 2  # option-binding drills per QA (train/drills.py; 0 = none)
     vocab_size: int = 1024  # BPE vocabulary (special tokens included)
     workers: int = 2
     # frames drawn from the scripts (data.synth_frames: the run's sampler/resize + yuv420 chroma blur;

@@ -38,13 +38,13 @@ def _tokenizer(folder: str) -> Any:
     return _WORKER_TOKENIZER[folder]
 
 
-def stream_job(task: str, seed: int, copies: int, tokenizer_dir: str) -> list[tuple[str, str, Item]]:
+def stream_job(task: str, seed: int, copies: int, tokenizer_dir: str, drills: int = 0) -> list[tuple[str, str, Item]]:
     """One fresh release of ``task`` → [(kind, frame-shape key, item)], tokenised (runs in a worker)."""
     from vamba_eval.train.data import shape_key, task_chunk
 
     tok = _tokenizer(tokenizer_dir)
     eos = token_ids(tok).eos
-    frames, examples = task_chunk(task, seed, copies, fast=True)
+    frames, examples = task_chunk(task, seed, copies, fast=True, drills=drills)
     out = []
     for ex in examples:
         prompt, reply = encode_example(tok, ex, eos)
@@ -81,6 +81,7 @@ class StreamSet(TrainSet):
         self._stop = threading.Event()
         self._schedule = job_schedule(recipe, meta_tasks)
         self._copies = recipe.template_copies
+        self._drills = recipe.binding_drills
         self._seed = STREAM_SEED0 + 100_000 * int(seed)
         self._tok_dir = str(tokenizer_dir)
         import multiprocessing
@@ -105,7 +106,8 @@ class StreamSet(TrainSet):
             while len(pending) < in_flight and not self._stop.is_set():
                 task = self._schedule[k % len(self._schedule)]
                 try:
-                    pending.append(self._pool.submit(stream_job, task, self._seed + k, self._copies, self._tok_dir))
+                    pending.append(self._pool.submit(stream_job, task, self._seed + k, self._copies, self._tok_dir,
+                                                     self._drills))
                 except RuntimeError:  # close() shut the pool down between the check and the submit
                     return
                 k += 1

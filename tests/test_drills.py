@@ -1,0 +1,80 @@
+"""Option-binding drills (vamba_eval/train/drills.py): right answers, in each task's official format."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+
+from vamba_eval.registry import get_task
+from vamba_eval.train.data import task_chunk
+from vamba_eval.train.drills import FIND_QUESTION, LIST_QUESTION
+from vamba_eval.train.formats import prompt_from_dict
+
+TASKS = ["lvbench", "videomme", "mlvu", "longvideobench", "mvbench"]
+OPTION = re.compile(r"^\(?([A-Z])[.)]\)?\s*(.+)$")
+
+
+def _options(user: str) -> dict[str, str]:
+    """Letter → text from the option lines of a prompt ("(A) x" or "A. x")."""
+    out = {}
+    for line in user.splitlines():
+        m = re.match(r"^\(([A-Z])\) (.+)$", line) or re.match(r"^([A-Z])\. (.+)$", line)
+        if m:
+            out[m.group(1)] = m.group(2)
+    return out
+
+
+@pytest.mark.parametrize("name", TASKS)
+def test_drills_are_correct_in_the_official_format(name: str) -> None:
+    _, examples = task_chunk(name, 11, 0, fast=True, drills=2)
+    drills = [e for e in examples if e["source"] == f"{name}:drill"]
+    plain = [e for e in examples if e["source"] == name and e["kind"] == "qa"]
+    assert drills and len(drills) % 2 == 0 and len(drills) <= 2 * len(plain)  # none for duplicate options
+    task = get_task(name)
+    kinds = set()
+    for ex in drills:
+        user = ex["prompt"]["user"]
+        options = _options(user)
+        assert len(options) >= 2, user
+        if LIST_QUESTION in user:
+            kinds.add("list")
+            pairs = re.findall(r"(.+?) \(([A-Z])\)(?:, |$)", ex["target"])
+            assert {letter: text for text, letter in pairs} == options
+            assert ex["prompt"]["prefix"] == ""
+        else:
+            kinds.add("find")
+            asked = re.search(r'Which option is exactly "(.+)"\?', user).group(1)
+            gold = next(letter for letter, text in options.items() if text == asked)
+            reply = ex["target"]
+            prompt = prompt_from_dict(ex["prompt"])
+            # the reply, continued from the prompt's assistant prefix, names the asked option's letter
+            full = prompt.assistant_prefix + reply
+            assert re.search(rf"\b{gold}\b", full), (full, gold)
+            assert not any(re.search(rf"(^|\(){x}\b", full) for x in options if x != gold)
+    assert kinds == {"list", "find"}
+    assert task.name == name
+
+
+def test_no_drills_by_default_and_recipe_default_on() -> None:
+    from vamba_eval.train.recipe import preset
+
+    _, examples = task_chunk("lvbench", 11, 0, fast=True)
+    assert not [e for e in examples if e["source"].endswith(":drill")]
+    assert preset("gpu").data.binding_drills == 2
+
+
+def test_duplicate_option_texts_get_no_find_drill() -> None:
+    import dataclasses
+
+    from vamba_eval.train.drills import drill_examples
+    from vamba_eval.types import Sample, VideoRef
+
+    task = get_task("lvbench")
+    s = Sample(task="lvbench", sample_id="x", video=VideoRef(path="v.mp4"), question="q?",
+               options=("(A) 1", "(B) 1", "(C) 2", "(D) 3"), answer="A")
+    assert drill_examples(task, s, 0, (0.0, 1.0), 2, np.random.default_rng(0)) == []
+    ok = dataclasses.replace(s, options=("(A) 1", "(B) 4", "(C) 2", "(D) 3"))
+    got = drill_examples(task, ok, 0, (0.0, 1.0), 2, np.random.default_rng(0))
+    assert len(got) == 2 and FIND_QUESTION.split('"')[0] in got[1]["prompt"]["user"]

@@ -1,0 +1,71 @@
+"""Option-binding drills: extra text-answerable questions in each task's own prompt format.
+
+Why (issue 6, scripts/diagnostics/README.md): a tiny LM trained on video QA alone never learns to
+map the answer it has in mind to the option's LETTER. Single-answer questions give one bit of
+binding signal per example and training sits on a loss plateau at chance for thousands of steps
+(``bind.py``: 1,500 steps × 32, still chance). A dense drill — "list every option with its
+letter", one binding per option, all supervised — breaks the plateau: mixed 1:1 with the
+single-answer question the held-out letter accuracy climbs past 70 % in ~1,700 steps × 32
+(``bind_dense_mix.log``). Each drill keeps the sample's video and goes through the task's official
+``prompt`` with only the question replaced, so the binding is learnt in the formats it is used in:
+
+    list   "List every option, each followed by its letter."  →  "BOX (C), CIRCLE (A), …" (random order)
+    find   'Which option is exactly "BOX"?'                   →  the official gold reply for that letter
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+
+from vamba_eval.task_api import PromptContext
+from vamba_eval.train.formats import gold_response, option_texts, prompt_dict
+from vamba_eval.types import Sample
+
+LIST_QUESTION = "List every option, each followed by its letter."
+FIND_QUESTION = 'Which option is exactly "{text}"?'
+
+
+def _letter(i: int) -> str:
+    return chr(ord("A") + i)
+
+
+def _relabel(sample: Sample, texts: list[str], question: str, answer: int) -> Sample:
+    """``sample`` with its options reordered to ``texts`` (same letter style), a new question and gold."""
+    styled = []
+    for i, (old, text) in enumerate(zip(sample.options, texts)):
+        prefix = old[: len(old) - len(old.lstrip())]  # keep leading whitespace (none in practice)
+        if old.lstrip().startswith("("):
+            styled.append(f"{prefix}({_letter(i)}) {text}")
+        elif len(old.lstrip()) > 1 and old.lstrip()[1] in ".)":
+            styled.append(f"{prefix}{_letter(i)}{old.lstrip()[1]} {text}")
+        else:
+            styled.append(text)  # unlettered options: the task letters them itself
+    return dataclasses.replace(sample, question=question, options=tuple(styled), answer=_letter(answer))
+
+
+def drill_examples(task: Any, sample: Sample, video: int, times: tuple[float, ...], count: int,
+                   rng: np.random.Generator) -> list[dict[str, Any]]:
+    """``count`` drills for ``sample`` (alternating list / find), options shuffled for each one."""
+    texts = option_texts(sample)
+    if len(texts) < 2 or len(set(texts)) < len(texts):
+        return []  # duplicate option texts: "which option is X" would have two answers
+    out = []
+    for k in range(count):
+        order = [int(i) for i in rng.permutation(len(texts))]
+        shuffled = [texts[i] for i in order]
+        pick = int(rng.integers(len(texts)))
+        if k % 2 == 0:
+            drill = _relabel(sample, shuffled, LIST_QUESTION, pick)
+            prompt = dataclasses.replace(task.prompt(drill, PromptContext(times, False)), assistant_prefix="")
+            listing = [int(i) for i in rng.permutation(len(texts))]
+            target = ", ".join(f"{shuffled[i]} ({_letter(i)})" for i in listing)
+        else:
+            drill = _relabel(sample, shuffled, FIND_QUESTION.format(text=shuffled[pick]), pick)
+            prompt = task.prompt(drill, PromptContext(times, False))
+            target = gold_response(task, drill, prompt)
+        out.append({"kind": "qa", "source": f"{task.name}:drill", "video": video, "prompt": prompt_dict(prompt),
+                    "target": target})
+    return out
