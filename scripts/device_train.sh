@@ -4,13 +4,16 @@
 # Writes under $OUT: train.log, log.jsonl, histories, checkpoints.tar, eval-<model>.log + results.
 set -uo pipefail
 export PYTHONUNBUFFERED=1
+pkill -f "python3.*vamba_eval" ; sleep 1  # a timed-out earlier call can leave its processes on a warm machine
 rm -rf /tmp/site /tmp/eval-* /tmp/vcache  # a warm machine keeps /tmp: never run a stale copy
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .gpu_carry/*.whl || exit 1
 python3 -m pip install -q --no-deps --no-build-isolation --no-compile --target /tmp/site . || exit 1  # maps tasks/ into the package
 export PYTHONPATH=/tmp/site; cd /tmp  # run the installed copy, not the source tree
 OUT=${OUT:-/tmp/out}; RUN=/tmp/train-run; rm -rf "$RUN"
 nproc; nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
-python3 -m vamba_eval.train all --out "$RUN" --device cuda "$@" 2>&1 | grep -v "Loading weights" | tee "$OUT/train.log"
+# ABRT after TRAIN_LIMIT s: faulthandler prints every thread's stack instead of a silent kill
+timeout -s ABRT "${TRAIN_LIMIT:-420}" python3 -X faulthandler -m vamba_eval.train all --out "$RUN" --device cuda "$@" 2>&1 \
+  | grep --line-buffered -v "Loading weights" | tee "$OUT/train.log"
 cp "$RUN/log.jsonl" "$RUN/recipe.json" "$OUT/" 2>/dev/null
 for s in teacher stage1 stage2; do cp "$RUN/$s/history.json" "$OUT/history-$s.json" 2>/dev/null; done
 tar -C "$RUN" -cf "$OUT/checkpoints.tar" checkpoints

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import subprocess
 import sys
@@ -13,6 +14,7 @@ import torch.nn.functional as F
 from vamba_eval.models.vamba import backends, ssm_ref
 from vamba_eval.models.vamba.backends import BackendUnavailable, available_backends, select_backend
 from vamba_eval.models.vamba.mixers import (
+    GatedRMSNorm,
     Mamba1Mixer,
     Mamba2Mixer,
     MambaBlock,
@@ -320,6 +322,74 @@ def mamba2_naive(m: Mamba2Mixer, u: torch.Tensor) -> torch.Tensor:
     yg = y.reshape(b, l, m.ngroups, -1)
     yg = yg * torch.rsqrt(yg.square().mean(-1, keepdim=True) + m.norm.eps)
     return m.out_proj((yg.reshape(b, l, -1) * m.norm.weight.double()).float())
+
+
+def torch_fused_ops(calls: dict) -> dict:
+    """Pure-torch stand-ins with the contracts of the fused Triton ops, counting their calls."""
+
+    def conv1d_blc(x, weight, bias, conv_state, activation):
+        calls["conv1d_blc"] = calls.get("conv1d_blc", 0) + 1
+        y, state = ssm_ref.causal_conv1d_ref(x.transpose(1, 2), weight, bias, conv_state, activation)
+        return y.transpose(1, 2).contiguous(), state
+
+    def gated_norm(y, x, D, z, weight, eps, group_size, norm_before_gate, out_dtype=None):
+        calls["gated_norm"] = calls.get("gated_norm", 0) + 1
+        b, l, h, p = y.shape
+        norm = GatedRMSNorm(h * p, eps, group_size, norm_before_gate).to(weight.dtype)
+        norm.weight.data.copy_(weight)
+        return norm((y.float() + D.float()[:, None] * x.float()).reshape(b, l, -1), z).to(out_dtype)
+
+    return {"conv1d_blc": conv1d_blc, "gated_norm": gated_norm}
+
+
+def test_mamba2_mixer_uses_fused_ops_only_where_no_gradient_is_needed():
+    torch.manual_seed(4)
+    ref = select_backend("torch", "cpu")
+    calls: dict = {}
+    fused = dataclasses.replace(ref, **torch_fused_ops(calls))
+    assert fused.fused == ("conv1d_blc", "gated_norm") and ref.fused == ()
+    m = Mamba2Mixer(32, d_state=8, headdim=8, ngroups=2, chunk_size=8, backend=ref)
+    u = torch.randn(2, 19, 32)
+    with torch.no_grad():
+        y_ref, st_ref = m(u)
+        m.backend = fused
+        y, st = m(u)
+        y2, st2 = run_in_pieces(m, u, [0, 1, 2, 10, 19])
+    assert calls == {"conv1d_blc": 5, "gated_norm": 5}
+    assert max_rel(y, y_ref) < 1e-5 and max_rel(y2, y_ref) < 1e-5
+    assert torch.equal(st.conv_state, st_ref.conv_state) and torch.equal(st2.conv_state, st_ref.conv_state)
+    y_grad, _ = m(u)  # autograd needed (parameters require grad): the reference path
+    y_grad.sum().backward()
+    assert calls == {"conv1d_blc": 5, "gated_norm": 5} and m.in_proj.weight.grad is not None
+    assert torch.equal(y_grad.detach(), y_ref)
+    with torch.no_grad():
+        m.double()(u.double())  # fp64 is not a fused-op dtype: the reference path
+    assert calls == {"conv1d_blc": 5, "gated_norm": 5}
+
+
+def test_fused_ops_off_without_triton_or_by_env(monkeypatch):
+    code = (
+        "import sys; sys.modules['triton'] = None\n"
+        "import torch\n"
+        "from vamba_eval.models.vamba import backends, triton_ops as t\n"
+        "assert t.IMPORT_ERROR and 'import triton' in t.IMPORT_ERROR, t.IMPORT_ERROR\n"
+        "b = backends.select_backend('torch', 'cpu')\n"
+        "assert backends.with_fused_ops(b) is b and backends.fused_ops_problem() == t.IMPORT_ERROR\n"
+        "for call in (lambda: t.causal_conv1d_silu_blc(torch.zeros(1, 3, 4), torch.zeros(4, 1, 4)),\n"
+        "             lambda: t.gated_rmsnorm_skip(*[torch.zeros(1, 2, 2, 2)] * 2, torch.ones(2),\n"
+        "                                          torch.zeros(1, 2, 4), torch.ones(4), 1e-5)):\n"
+        "    try:\n"
+        "        call()\n"
+        "    except RuntimeError as err:\n"
+        "        assert 'needs triton' in str(err) and 'pip install triton' in str(err), err\n"
+        "    else:\n"
+        "        raise AssertionError('no error without triton')\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+    monkeypatch.setenv(backends.FUSED_ENV_VAR, "0")
+    ref = select_backend("torch", "cpu")
+    assert backends.with_fused_ops(ref) is ref
+    assert backends.fused_ops_problem() == "VAMBA_EVAL_FUSED_OPS=0"
 
 
 def test_mamba2_mixer_matches_unfused_mamba_forward():

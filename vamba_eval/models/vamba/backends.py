@@ -13,10 +13,16 @@ contracts of :mod:`vamba_eval.models.vamba.ssm_ref`:
 
 Selection: ``select_backend(name, device)``; ``name`` None/"auto" reads ``VAMBA_SSM_BACKEND``
 and, if that is unset or "auto", picks the first available of mamba_ssm, fla, torch.
+
+Fused ops (optional, forward only): the CUDA backends (mamba_ssm, fla) also carry
+``conv1d_blc`` and ``gated_norm`` from :mod:`~vamba_eval.models.vamba.triton_ops` when triton
+imports, unless ``VAMBA_EVAL_FUSED_OPS=0``; ``Mamba2Mixer`` then uses them where no gradient is
+needed. The torch backend never has them (it is the reference).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import importlib
 import inspect
@@ -31,6 +37,7 @@ from torch import Tensor
 from vamba_eval.models.vamba import ssm_ref
 
 ENV_VAR = "VAMBA_SSM_BACKEND"
+FUSED_ENV_VAR = "VAMBA_EVAL_FUSED_OPS"  # "0" turns the fused Triton ops off (A/B timing)
 BACKEND_NAMES = ("mamba_ssm", "fla", "torch")
 _AUTO_ORDER = BACKEND_NAMES
 
@@ -49,12 +56,26 @@ class BackendUnavailable(RuntimeError):
 
 @dataclass(frozen=True)
 class SSMBackend:
-    """A named set of SSM kernels; call ``backend.mamba2_scan(...)`` etc."""
+    """A named set of SSM kernels; call ``backend.mamba2_scan(...)`` etc.
+
+    ``conv1d_blc`` / ``gated_norm`` are optional forward-only fused ops with the contracts of
+    :func:`triton_ops.causal_conv1d_silu_blc` / :func:`triton_ops.gated_rmsnorm_skip`
+    (None: the mixer uses ``causal_conv1d`` and ``GatedRMSNorm``).
+    """
 
     name: str
     mamba2_scan: Callable[..., tuple[Tensor, Tensor]] = field(repr=False, compare=False)
     mamba1_scan: Callable[..., tuple[Tensor, Tensor]] = field(repr=False, compare=False)
     causal_conv1d: Callable[..., tuple[Tensor, Tensor]] = field(repr=False, compare=False)
+    conv1d_blc: Callable[..., tuple[Tensor, Tensor]] | None = field(
+        default=None, repr=False, compare=False
+    )
+    gated_norm: Callable[..., Tensor] | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def fused(self) -> tuple[str, ...]:
+        """Names of the fused ops this backend carries (empty for the plain kernels)."""
+        return tuple(n for n in ("conv1d_blc", "gated_norm") if getattr(self, n) is not None)
 
 
 # --------------------------------------------------------------------------- availability
@@ -118,6 +139,35 @@ def select_backend(name: str | None, device: torch.device | str) -> SSMBackend:
     return _BUILDERS[name]()
 
 
+# --------------------------------------------------------------------------- fused ops
+
+
+def fused_ops_problem() -> str | None:
+    """Why the fused Triton ops are off (``VAMBA_EVAL_FUSED_OPS=0``, triton missing), or None."""
+    if os.environ.get(FUSED_ENV_VAR, "").strip().lower() in ("0", "false", "off", "no"):
+        return f"{FUSED_ENV_VAR}={os.environ[FUSED_ENV_VAR]}"
+    from vamba_eval.models.vamba import triton_ops
+
+    return triton_ops.IMPORT_ERROR
+
+
+def with_fused_ops(backend: SSMBackend) -> SSMBackend:
+    """``backend`` plus the fused conv and gated norm of :mod:`triton_ops`, when they can be used.
+
+    Unchanged if :func:`fused_ops_problem` gives a reason. The ops run on CUDA tensors (or on
+    CPU tensors under Triton's interpreter, which is how the tests force this path).
+    """
+    if fused_ops_problem() is not None:
+        return backend
+    from vamba_eval.models.vamba import triton_ops
+
+    return dataclasses.replace(
+        backend,
+        conv1d_blc=_eager(triton_ops.causal_conv1d_silu_blc),
+        gated_norm=_eager(triton_ops.gated_rmsnorm_skip),
+    )
+
+
 # --------------------------------------------------------------------------- fla
 
 
@@ -143,9 +193,11 @@ def _fla_mamba2_scan(
     h = x.shape[2]
     r = h // B.shape[2]
     dtype = x.dtype
+    # fla's input_guard makes every tensor argument contiguous, so an expand() here would be
+    # copied there anyway: repeat_interleave costs the same.
     q = C.to(dtype).repeat_interleave(r, dim=2)  # [b, l, g, n] -> [b, l, h, n]
     k = B.to(dtype).repeat_interleave(r, dim=2)  # [b, l, g, n] -> [b, l, h, n]
-    v = (x.float() * dt.float()[..., None]).to(dtype)  # [b, l, h, p]
+    v = (x * dt.float()[..., None]).to(dtype)  # [b, l, h, p]; fp32 by type promotion
     g = dt.float() * A.float()  # [b, l, h] log decay per head and step
     h0 = None
     if initial_state is not None:
@@ -164,13 +216,14 @@ def _eager(fn: Callable) -> Callable:
 
 
 def _build_fla() -> SSMBackend:
-    """fla for Mamba-2; fla has no Mamba-1 kernel, so Mamba-1 and the conv use the reference."""
-    return SSMBackend(
+    """fla for Mamba-2; fla has no Mamba-1 kernel, so Mamba-1 and the conv use the reference
+    (Mamba-2's conv and gated norm use the fused Triton ops when available)."""
+    return with_fused_ops(SSMBackend(
         name="fla",
         mamba2_scan=_eager(_fla_mamba2_scan),
         mamba1_scan=_eager(ssm_ref.selective_scan_ref),
         causal_conv1d=_eager(ssm_ref.causal_conv1d_ref),
-    )
+    ))
 
 
 # --------------------------------------------------------------------------- mamba_ssm
@@ -309,13 +362,13 @@ def _cuda_causal_conv1d(
 
 
 def _build_mamba_ssm() -> SSMBackend:
-    """mamba_ssm kernels for both mixers; causal-conv1d when installed."""
-    return SSMBackend(
+    """mamba_ssm kernels for both mixers; causal-conv1d when installed; fused ops when available."""
+    return with_fused_ops(SSMBackend(
         name="mamba_ssm",
         mamba2_scan=_eager(_mamba_ssm_mamba2_scan),
         mamba1_scan=_eager(_mamba_ssm_mamba1_scan),
         causal_conv1d=_eager(_cuda_causal_conv1d),
-    )
+    ))
 
 
 # --------------------------------------------------------------------------- torch

@@ -10,6 +10,7 @@ as one pass (the basis of streaming prefill).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -89,6 +90,20 @@ class GatedRMSNorm(RMSNorm):
         if z is not None and self.norm_before_gate:
             out = out * F.silu(z.float())
         return out.to(x.dtype)
+
+
+_FUSED_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+
+
+def _use_fused(op: Callable | None, *tensors: Tensor | None) -> bool:
+    """Whether to run a backend's forward-only fused op: it exists, no gradient is needed
+    through ``tensors``, and their dtypes are ones it supports."""
+    if op is None:
+        return False
+    given = [t for t in tensors if t is not None]
+    if torch.is_grad_enabled() and any(t.requires_grad for t in given):
+        return False
+    return all(t.dtype in _FUSED_DTYPES for t in given)
 
 
 class _MixerBase(nn.Module):
@@ -193,17 +208,18 @@ class Mamba2Mixer(_MixerBase):
         return MixerState(conv, ssm)
 
     def forward(self, u: Tensor, state: MixerState | None = None) -> tuple[Tensor, MixerState]:
-        """u [b, l, d_model] → (out [b, l, d_model], state after the last position)."""
+        """u [b, l, d_model] → (out [b, l, d_model], state after the last position).
+
+        The backend's fused conv / gated norm (if any) replace the reference ones when no
+        gradient is needed; the results agree to rounding (the fused norm skips one rounding).
+        """
         kernels = self._kernels(u.device)
         b, l, _ = u.shape
         h, p, g, n = self.nheads, self.headdim, self.ngroups, self.d_state
         zxbcdt = self.in_proj(u)  # [b, l, 2*d_inner + 2*g*n + h]
         z, xBC, dt = torch.split(zxbcdt, [self.d_inner, self.conv_dim, h], dim=-1)
-        xBC, conv_state = kernels.causal_conv1d(  # [b, l, conv_dim] -> [b, conv_dim, l]
-            xBC.transpose(1, 2), self.conv1d.weight, self.conv1d.bias,
-            None if state is None else state.conv_state, "silu",
-        )
-        x, B, C = torch.split(xBC.transpose(1, 2), [self.d_inner, g * n, g * n], dim=-1)
+        xBC, conv_state = self._conv(kernels, xBC, None if state is None else state.conv_state)
+        x, B, C = torch.split(xBC, [self.d_inner, g * n, g * n], dim=-1)
         x = x.reshape(b, l, h, p)  # [b, l, d_inner] -> [b, l, h, p]
         B, C = B.reshape(b, l, g, n), C.reshape(b, l, g, n)  # [b, l, g*n] -> [b, l, g, n]
         dt = F.softplus(dt.float() + self.dt_bias.float())  # [b, l, h]
@@ -213,9 +229,34 @@ class Mamba2Mixer(_MixerBase):
         y, ssm_state = kernels.mamba2_scan(
             x, dt, A, B, C, self.chunk_size, None if state is None else state.ssm_state
         )
-        y = y.float() + self.D.float()[:, None] * x.float()  # [b, l, h, p]
-        y = self.norm(y.reshape(b, l, self.d_inner).to(u.dtype), z)  # [b, l, d_inner]
+        y = self._skip_and_norm(kernels, y, x, z, u.dtype)  # [b, l, d_inner]
         return self.out_proj(y), MixerState(conv_state, ssm_state)
+
+    def _conv(
+        self, kernels: SSMBackend, xBC: Tensor, conv_state: Tensor | None
+    ) -> tuple[Tensor, Tensor]:
+        """Causal conv + SiLU over xBC [b, l, conv_dim] → ([b, l, conv_dim], new conv state)."""
+        w, bias = self.conv1d.weight, self.conv1d.bias
+        if _use_fused(kernels.conv1d_blc, xBC, w, bias, conv_state):
+            return kernels.conv1d_blc(xBC, w, bias, conv_state, "silu")  # stays [b, l, c]
+        out, conv_state = kernels.causal_conv1d(  # [b, l, conv_dim] -> [b, conv_dim, l]
+            xBC.transpose(1, 2), w, bias, conv_state, "silu"
+        )
+        return out.transpose(1, 2), conv_state  # [b, conv_dim, l] -> [b, l, conv_dim]
+
+    def _skip_and_norm(
+        self, kernels: SSMBackend, y: Tensor, x: Tensor, z: Tensor, dtype: torch.dtype
+    ) -> Tensor:
+        """GatedRMSNorm(y + D·x, z): y, x [b, l, h, p], z [b, l, d_inner] → [b, l, d_inner]."""
+        norm = self.norm
+        if _use_fused(kernels.gated_norm, y, x, z, self.D, norm.weight):
+            return kernels.gated_norm(
+                y, x, self.D, z, norm.weight, norm.eps, norm.group_size, norm.norm_before_gate,
+                out_dtype=dtype,
+            )
+        b, l = y.shape[:2]
+        y = y.float() + self.D.float()[:, None] * x.float()  # [b, l, h, p]
+        return norm(y.reshape(b, l, self.d_inner).to(dtype), z)  # [b, l, h, p] -> [b, l, d_inner]
 
 
 class Mamba1Mixer(_MixerBase):
