@@ -169,6 +169,7 @@ def main() -> None:
     t0 = time.perf_counter()
     model = build(args.backend, args.seed)
     env["backend"] = model.ssm_backend.name
+    env["fused_ops"] = list(model.ssm_backend.fused)  # [] with VAMBA_EVAL_FUSED_OPS=0 or no triton
     env["params"] = sum(p.numel() for p in model.parameters())
     print(f"built VAMBA-7B ({env['params']:,} params) in {time.perf_counter() - t0:.1f}s, backend {env['backend']}",
           flush=True)
@@ -186,7 +187,8 @@ def main() -> None:
         print(f"torch.compile warm-up {time.perf_counter() - t0:.1f}s", flush=True)
         plan = [(int(n), None) for n in args.compile.split(",")]
         rows += run_plan(model, plan, {**env, "variant": "compiled"}, args)
-    print(f"\n{env['gpu']} · torch {env['versions'].get('torch')} · backend {env['backend']} · {W}x{H} bf16")
+    print(f"\n{env['gpu']} · torch {env['versions'].get('torch')} · backend {env['backend']} "
+          f"(fused ops: {', '.join(env['fused_ops']) or 'off'}) · {W}x{H} bf16")
     print(f"{'variant':>9} {'frames':>7} {'tokens':>8} {'chunk':>6} {'prefill s':>10} {'peak GB':>8} {'decode tok/s':>13}")
     for r in rows:
         if "oom" in r:

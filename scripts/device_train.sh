@@ -19,7 +19,7 @@ for s in teacher stage1 stage2; do cp "$RUN/$s/history.json" "$OUT/history-$s.js
 tar -C "$RUN" -cf "$OUT/checkpoints.tar" checkpoints
 export VAMBA_EVAL_CACHE=/tmp/vcache
 for m in vamba qwen2vl; do
-  python3 -m vamba_eval.cli run --tasks lvbench,videomme,mlvu,longvideobench,mvbench --model $m \
+  VAMBA_EVAL_FUSED_OPS=${EVAL_FUSED_OPS:-1} python3 -m vamba_eval.cli run --tasks lvbench,videomme,mlvu,longvideobench,mvbench --model $m \
     --model-path "$RUN/checkpoints/$m-tiny" --device cuda --output "/tmp/eval-$m" --no-report 2>&1 | tail -30 > "$OUT/eval-$m.log"
   cp "/tmp/eval-$m/results.json" "$OUT/results-$m.json" 2>/dev/null
   python3 - "$OUT/results-$m.json" <<'PY'

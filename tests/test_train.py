@@ -157,6 +157,42 @@ def test_teacher_labels_line_up_with_student(setup):
     assert torch.equal(labels_t[:, n:n + lab.shape[1]][lab != IGNORE], lab[lab != IGNORE])
 
 
+def test_vectorised_inputs_and_rope_ids_equal_transformers(setup):
+    """teacher_inputs / teacher_position_ids against a per-row construction and transformers' own
+    M-RoPE (rows of different lengths, padding; the batch mixes prompts of several lengths)."""
+    from vamba_eval.train.batches import teacher_inputs, teacher_position_ids
+
+    data, teacher = setup["data"], setup["teacher"]
+    pad = token_ids(setup["tok"]).video_pad
+    qa = [i for i, e in enumerate(data.examples) if e["kind"] == "qa"]
+    batch = data.collate([qa[0], qa[5], qa[-1], [i for i, e in enumerate(data.examples) if e["kind"] == "caption"][0]])
+    n = 7
+    ids, mask, labels = teacher_inputs(batch, n, pad)
+    for row, start in enumerate(batch.vision_start):
+        cut = start + 1
+        assert torch.equal(ids[row], torch.cat([batch.ids[row, :cut], torch.full((n,), pad), batch.ids[row, cut:]]))
+        assert torch.equal(mask[row], torch.cat([batch.mask[row, :cut], torch.ones(n, dtype=mask.dtype),
+                                                 batch.mask[row, cut:]]))
+        assert torch.equal(labels[row], torch.cat([batch.labels[row, :cut], torch.full((n,), IGNORE),
+                                                   batch.labels[row, cut:]]))
+    vcfg = teacher.config.vision_config
+    t, h, w = batch.frames.shape[1:4]
+    grid = (t // 2, h // vcfg.patch_size, w // vcfg.patch_size)
+    n = grid[0] * grid[1] * grid[2] // 4
+    ids, mask, _ = teacher_inputs(batch, n, pad)
+    pos = teacher_position_ids(batch, mask, (grid[0], grid[1] // 2, grid[2] // 2))
+    thw = torch.tensor([grid] * ids.shape[0])
+    from vamba_eval.train.forward import _check_rope
+
+    teacher._vamba_rope_checked = False
+    _check_rope(teacher, ids, mask, thw, pos, {"mm_token_type_ids": (ids == pad).int() * 2})  # raises on a mismatch
+    assert teacher._vamba_rope_checked
+    bad = pos.clone()
+    bad[2, 0, batch.vision_start[0] + 3] += 1  # one video token's width index off by one
+    with pytest.raises(RuntimeError, match="M-RoPE"):
+        _check_rope(teacher, ids, mask, thw, bad, {"mm_token_type_ids": (ids == pad).int() * 2})
+
+
 # --- the command line -----------------------------------------------------------------------------
 def test_train_all_command_runs_every_stage(tmp_path):
     from vamba_eval.train.__main__ import main

@@ -14,7 +14,8 @@ import torch
 import torch.nn.functional as F
 
 from vamba_eval.models.vamba.vision import encode_frames, patchify
-from vamba_eval.train.batches import IGNORE, Batch, check_even, teacher_inputs, video_token_count
+from vamba_eval.train.batches import (IGNORE, Batch, check_even, teacher_inputs, teacher_position_ids,
+                                      video_token_count)
 
 
 def batch_pixels(frames: torch.Tensor, vision_cfg: Any) -> tuple[torch.Tensor, Any]:
@@ -48,15 +49,38 @@ def teacher_forward(model: Any, batch: Batch, video_pad: int) -> tuple[torch.Ten
     n = video_token_count(batch.frames[0], vcfg)
     ids, mask, labels = teacher_inputs(batch, n, video_pad)
     pixels, _ = batch_pixels(batch.frames, vcfg)
-    t, h, w, _ = batch.frames.shape[1:]
-    thw = torch.tensor([[t // vcfg.temporal_patch_size, h // vcfg.patch_size, w // vcfg.patch_size]] * ids.shape[0],
-                       device=ids.device)
+    t, h, w = batch.frames.shape[1:4]
+    grid = (t // vcfg.temporal_patch_size, h // vcfg.patch_size, w // vcfg.patch_size)
+    thw = torch.tensor([grid] * ids.shape[0], device=ids.device)
+    merge = vcfg.spatial_merge_size
     extra = {}
     if _takes_token_types(model):  # transformers ≥ 5.2x computes M-RoPE from them
         extra["mm_token_type_ids"] = (ids == video_pad).int() * 2
-    out = model(input_ids=ids, attention_mask=mask, pixel_values_videos=pixels.to(model.dtype), video_grid_thw=thw,
-                **extra)
+    # our vectorised M-RoPE ids: transformers' own computation loops over the rows in Python
+    # (~2/3 of a teacher step at batch 128); checked against it once per model
+    pos = teacher_position_ids(batch, mask, (grid[0], grid[1] // merge, grid[2] // merge))
+    if not getattr(model, "_vamba_rope_checked", False):
+        _check_rope(model, ids, mask, thw, pos, extra)
+    out = model(input_ids=ids, attention_mask=mask, position_ids=pos, pixel_values_videos=pixels.to(model.dtype),
+                video_grid_thw=thw, **extra)
     return out.logits, labels, n
+
+
+def _check_rope(model: Any, ids: torch.Tensor, mask: torch.Tensor, thw: torch.Tensor, pos: torch.Tensor,
+                extra: dict[str, Any]) -> None:
+    inner = model.model
+    with torch.no_grad():
+        if hasattr(inner, "compute_3d_position_ids"):
+            ref = inner.compute_3d_position_ids(input_ids=ids, image_grid_thw=None, video_grid_thw=thw,
+                                                inputs_embeds=None, attention_mask=mask, past_key_values=None,
+                                                **extra)
+        else:
+            ref = inner.get_rope_index(ids, None, thw, mask)[0]
+    real = mask.bool()[None].expand_as(pos)
+    if ref.shape != pos.shape or not torch.equal(ref[real], pos[real]):
+        raise RuntimeError("the vectorised Qwen2-VL M-RoPE ids (train/batches.teacher_position_ids) differ from "
+                           f"this transformers version's ({ref.shape} vs {pos.shape}); update the function")
+    model._vamba_rope_checked = True
 
 
 def track_video_tokens(model: Any) -> dict[str, torch.Tensor]:
