@@ -66,6 +66,6 @@ def drill_examples(task: Any, sample: Sample, video: int, times: tuple[float, ..
             drill = _relabel(sample, shuffled, FIND_QUESTION.format(text=shuffled[pick]), pick)
             prompt = task.prompt(drill, PromptContext(times, False))
             target = gold_response(task, drill, prompt)
-        out.append({"kind": "qa", "source": f"{task.name}:drill", "video": video, "prompt": prompt_dict(prompt),
+        out.append({"kind": "drill", "source": f"{task.name}:drill", "video": video, "prompt": prompt_dict(prompt),
                     "target": target})
     return out

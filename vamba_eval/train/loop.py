@@ -50,10 +50,23 @@ def autocast(device: torch.device) -> contextlib.AbstractContextManager:
     return contextlib.nullcontext()
 
 
-def pick_kind(data: TrainSet, stage: StageRecipe, rng: np.random.Generator) -> str:
-    want = "caption" if rng.random() < stage.caption_fraction else "qa"
-    other = "qa" if want == "caption" else "caption"
-    return want if data.count(want) else other
+def pick_kind(data: TrainSet, stage: StageRecipe, rng: np.random.Generator, step: int = 0) -> str:
+    """Kind of the next batch: drills only during ``drill_warmup``, then caption / drill / qa by share.
+
+    A kind with no examples gives way to qa, then caption (the data may have no drills or captions)."""
+    r = rng.random()
+    if step < stage.drill_warmup * stage.steps:
+        want = "drill"
+    elif r < stage.caption_fraction:
+        want = "caption"
+    elif r < stage.caption_fraction + stage.drill_fraction:
+        want = "drill"
+    else:
+        want = "qa"
+    for kind in (want, "qa", "caption"):
+        if data.count(kind):
+            return kind
+    return want
 
 
 def fit_budget(stage: StageRecipe, step: int, elapsed: float, mark: float, log: Logger,
@@ -82,7 +95,7 @@ def train(params: Iterable[torch.nn.Parameter], step_fn: StepFn, data: TrainSet,
     while step < stage.steps:
         for group in opt.param_groups:
             group["lr"] = lr_at(step, stage)
-        batch = data.sample(pick_kind(data, stage, rng), stage.batch, rng).to(device)
+        batch = data.sample(pick_kind(data, stage, rng, step), stage.batch, rng).to(device)
         with autocast(device):
             loss, parts = step_fn(batch)
         loss.backward()

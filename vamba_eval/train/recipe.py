@@ -57,6 +57,8 @@ class StageRecipe:
     warmup: int = 50
     weight_decay: float = 0.01
     caption_fraction: float = 0.0  # share of caption batches (the rest is QA)
+    drill_fraction: float = 0.0  # share of option-binding drill batches (train/drills.py)
+    drill_warmup: float = 0.0  # leading share of the steps that are drills only (breaks the binding plateau)
     max_seconds: float = 0.0  # > 0: after 20 steps, cut ``steps`` to fit this wall-clock budget
 
 
@@ -73,11 +75,12 @@ class Recipe:
     # gpu preset: each stage stops at max_seconds (steps are cut after 20 to keep the schedule whole);
     # the steps actually run are in each stage's history.json and the checkpoint's training.json
     teacher: StageRecipe = field(default_factory=lambda: StageRecipe(
-        steps=20000, lr=2e-3, batch=128, warmup=200, caption_fraction=0.35, max_seconds=210))
+        steps=20000, lr=2e-3, batch=128, warmup=200, caption_fraction=0.25, drill_fraction=0.25, drill_warmup=0.3,
+        max_seconds=210))
     stage1: StageRecipe = field(default_factory=lambda: StageRecipe(
         steps=5000, lr=2e-3, batch=128, warmup=100, caption_fraction=1.0, max_seconds=35))
     stage2: StageRecipe = field(default_factory=lambda: StageRecipe(
-        steps=10000, lr=1e-3, batch=128, warmup=100, caption_fraction=0.1, max_seconds=90))
+        steps=10000, lr=1e-3, batch=128, warmup=100, caption_fraction=0.1, drill_fraction=0.2, max_seconds=90))
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -93,9 +96,10 @@ def preset(name: str) -> Recipe:
         r.data.stream_workers = min(6, max(1, (os.cpu_count() or 4) - 3))
         return r
     if name == "cpu":
-        r.teacher = StageRecipe(steps=1800, lr=2e-3, batch=16, warmup=100, caption_fraction=0.4)
+        r.teacher = StageRecipe(steps=1800, lr=2e-3, batch=16, warmup=100, caption_fraction=0.25, drill_fraction=0.25,
+                                drill_warmup=0.3)
         r.stage1 = StageRecipe(steps=300, lr=2e-3, batch=16, warmup=50, caption_fraction=1.0)
-        r.stage2 = StageRecipe(steps=1000, lr=1e-3, batch=16, warmup=50, caption_fraction=0.1)
+        r.stage2 = StageRecipe(steps=1000, lr=1e-3, batch=16, warmup=50, caption_fraction=0.1, drill_fraction=0.2)
         return r
     if name == "test":
         r.data = DataRecipe(videos_per_task=1, task_videos={}, caption_videos=2, caption_long_frames=8,
