@@ -17,7 +17,7 @@ import json, sys
 r = json.load(open(sys.argv[1]))
 for name, t in r["tasks"].items():
     o = t["overall"]
-    print(f"{sys.argv[1].split('/')[-1]:22s} {name:15s} acc={o['value']:.1f} ci={[round(c, 1) for c in o['ci95']]} "
+    print(f"{sys.argv[1].split('/')[-1]:22s} {name:15s} acc={o['value']:.1f} ci={[round(c, 1) for c in o['ci95'] or []]} "
           f"n={t['n']} failed={t['n_failed']} unparsed={t['n_unparsed']}")
 PY
 done

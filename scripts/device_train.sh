@@ -28,7 +28,7 @@ import json, sys
 r = json.load(open(sys.argv[1]))
 for name, t in r["tasks"].items():
     o = t["overall"]
-    print(f"{sys.argv[1].split('/')[-1]:22s} {name:15s} acc={o['value']} ci={o['ci95']} n={t['n']} "
+    print(f"{sys.argv[1].split('/')[-1]:22s} {name:15s} acc={o['value']} ci={o['ci95'] or '-'} n={t['n']} "
           f"failed={t['n_failed']} unparsed={t['n_unparsed']}")
 PY
 done
