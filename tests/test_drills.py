@@ -78,3 +78,30 @@ def test_duplicate_option_texts_get_no_find_drill() -> None:
     ok = dataclasses.replace(s, options=("(A) 1", "(B) 4", "(C) 2", "(D) 3"))
     got = drill_examples(task, ok, 0, (0.0, 1.0), 2, np.random.default_rng(0))
     assert len(got) == 2 and FIND_QUESTION.split('"')[0] in got[1]["prompt"]["user"]
+
+
+class _Counts:
+    """The one TrainSet method pick_kind reads: examples per kind."""
+
+    def __init__(self, **counts: int) -> None:
+        self.counts = counts
+
+    def count(self, kind: str) -> int:
+        return self.counts.get(kind, 0)
+
+
+def test_pick_kind_warmup_then_shares_and_fallback() -> None:
+    from collections import Counter
+
+    from vamba_eval.train.loop import pick_kind
+    from vamba_eval.train.recipe import StageRecipe
+
+    stage = StageRecipe(steps=1000, lr=1e-3, caption_fraction=0.25, drill_fraction=0.25, drill_warmup=0.3)
+    data = _Counts(qa=10, caption=10, drill=10)
+    rng = np.random.default_rng(0)
+    kinds = [pick_kind(data, stage, rng, step) for step in range(1000)]
+    assert set(kinds[:300]) == {"drill"}
+    after = Counter(kinds[300:])
+    assert 0.2 < after["drill"] / 700 < 0.3 and 0.2 < after["caption"] / 700 < 0.3 and 0.43 < after["qa"] / 700 < 0.57
+    no_drills = [pick_kind(_Counts(qa=1, caption=1), stage, rng, step) for step in range(300)]
+    assert "drill" not in no_drills and set(no_drills[:300]) == {"qa"}

@@ -71,8 +71,6 @@ class TrainSet:
         for i, (e, (p, r)) in enumerate(zip(self.examples, self.encoded)):
             if len(p) + len(r) <= max_len:
                 split = "val" if holdout_every and e["video"] % holdout_every == 0 else "train"
-                if split == "val" and str(e.get("source", "")).endswith(":drill"):
-                    continue  # held-out accuracy is on the questions themselves, not the drills
                 self.pools.setdefault((split, e["kind"], self.videos[e["video"]][0]), []).append(i)
 
     def to(self, device: torch.device) -> "TrainSet":

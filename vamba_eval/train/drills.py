@@ -5,8 +5,9 @@ map the answer it has in mind to the option's LETTER. Single-answer questions gi
 binding signal per example and training sits on a loss plateau at chance for thousands of steps
 (``bind.py``: 1,500 steps × 32, still chance). A dense drill — "list every option with its
 letter", one binding per option, all supervised — breaks the plateau: mixed 1:1 with the
-single-answer question the held-out letter accuracy climbs past 70 % in ~1,700 steps × 32
-(``bind_dense_mix.log``). Each drill keeps the sample's video and goes through the task's official
+single-answer question the held-out letter accuracy climbs past 70 % in ~1,700 steps × 32 on the
+colour probe (``bind_dense_mix_qwen2_h64_l2.log``). On these real-format drills the plateau has NOT
+been broken yet at the step budgets tried (``drills_textonly_4000steps_h64_l2.log``). Each drill keeps the sample's video and goes through the task's official
 ``prompt`` with only the question replaced, so the binding is learnt in the formats it is used in:
 
     list   "List every option, each followed by its letter."  →  "BOX (C), CIRCLE (A), …" (random order)
@@ -21,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from vamba_eval.task_api import PromptContext
-from vamba_eval.train.formats import gold_response, option_texts, prompt_dict
+from vamba_eval.train.formats import OPTION_RE, gold_response, option_texts, prompt_dict
 from vamba_eval.types import Sample
 
 LIST_QUESTION = "List every option, each followed by its letter."
@@ -36,13 +37,13 @@ def _relabel(sample: Sample, texts: list[str], question: str, answer: int) -> Sa
     """``sample`` with its options reordered to ``texts`` (same letter style), a new question and gold."""
     styled = []
     for i, (old, text) in enumerate(zip(sample.options, texts)):
-        prefix = old[: len(old) - len(old.lstrip())]  # keep leading whitespace (none in practice)
-        if old.lstrip().startswith("("):
-            styled.append(f"{prefix}({_letter(i)}) {text}")
-        elif len(old.lstrip()) > 1 and old.lstrip()[1] in ".)":
-            styled.append(f"{prefix}{_letter(i)}{old.lstrip()[1]} {text}")
-        else:
+        lettered = old.strip()
+        if OPTION_RE.match(old) is None:
             styled.append(text)  # unlettered options: the task letters them itself
+        elif lettered.startswith("("):
+            styled.append(f"({_letter(i)}) {text}")
+        else:  # "A. x" / "A) x": keep the release's separator
+            styled.append(f"{_letter(i)}{lettered[1]} {text}")
     return dataclasses.replace(sample, question=question, options=tuple(styled), answer=_letter(answer))
 
 
