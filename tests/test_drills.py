@@ -40,12 +40,13 @@ def test_drills_are_correct_in_the_official_format(name: str) -> None:
         assert len(options) >= 2, user
         if LIST_QUESTION in user:
             kinds.add("list")
-            pairs = re.findall(r"(.+?) \(([A-Z])\)(?:, |$)", ex["target"])
+            assert ex["target"].startswith("Options: ")
+            pairs = re.findall(r" (.+?) \(([A-Z])\)(?:,|$)", ex["target"][len("Options:"):])
             assert {letter: text for text, letter in pairs} == options
             assert ex["prompt"]["prefix"] == ""
         else:
             kinds.add("find")
-            asked = re.search(r'Which option is exactly "(.+)"\?', user).group(1)
+            asked = re.search(r"Which option is exactly (.+)\?", user).group(1)
             gold = next(letter for letter, text in options.items() if text == asked)
             reply = ex["target"]
             prompt = prompt_from_dict(ex["prompt"])
@@ -62,7 +63,7 @@ def test_no_drills_by_default_and_recipe_default_on() -> None:
 
     _, examples = task_chunk("lvbench", 11, 0, fast=True)
     assert not [e for e in examples if e["source"].endswith(":drill")]
-    assert preset("gpu").data.binding_drills == 2
+    assert preset("gpu").data.binding_drills == 4
 
 
 def test_duplicate_option_texts_get_no_find_drill() -> None:
@@ -77,7 +78,7 @@ def test_duplicate_option_texts_get_no_find_drill() -> None:
     assert drill_examples(task, s, 0, (0.0, 1.0), 2, np.random.default_rng(0)) == []
     ok = dataclasses.replace(s, options=("(A) 1", "(B) 4", "(C) 2", "(D) 3"))
     got = drill_examples(task, ok, 0, (0.0, 1.0), 2, np.random.default_rng(0))
-    assert len(got) == 2 and FIND_QUESTION.split('"')[0] in got[1]["prompt"]["user"]
+    assert len(got) == 2 and FIND_QUESTION.split('{')[0] in got[1]["prompt"]["user"]
 
 
 class _Counts:
@@ -105,3 +106,30 @@ def test_pick_kind_warmup_then_shares_and_fallback() -> None:
     assert 0.2 < after["drill"] / 700 < 0.3 and 0.2 < after["caption"] / 700 < 0.3 and 0.43 < after["qa"] / 700 < 0.57
     no_drills = [pick_kind(_Counts(qa=1, caption=1), stage, rng, step) for step in range(300)]
     assert "drill" not in no_drills and set(no_drills[:300]) == {"qa"}
+
+
+def _has_run(seq: list[int], run: list[int]) -> bool:
+    return any(seq[i:i + len(run)] == run for i in range(len(seq) - len(run) + 1))
+
+
+def test_drill_option_text_tokenises_as_in_the_option_lines() -> None:
+    """The asked / listed text must be the same token ids as in its option line, or there is nothing to
+    match: a quoted or line-initial "HAT" is 'H' 'AT' in byte-level BPE, the option's " HAT" is 'ĠHAT'."""
+    from vamba_eval.train.tokenizer import train_bpe, training_texts
+
+    examples = [e for name in TASKS for e in task_chunk(name, 12, 0, fast=True, drills=2)[1]]
+    tok = train_bpe(training_texts(examples), 600)
+    enc = lambda text: tok(text, add_special_tokens=False)["input_ids"]  # noqa: E731
+    checked = 0
+    for ex in (e for e in examples if e["kind"] == "drill"):
+        user = ex["prompt"]["user"]
+        lines = {text: line for line in user.splitlines() for text in [_options(line).get(line[:3].strip("(.) "))]
+                 if text}
+        found = re.search(r"Which option is exactly (.+)\?", user)
+        asked = [found.group(1)] if found else [m for m in re.findall(r" (.+?) \([A-Z]\)", ex["target"])]
+        for text in asked:
+            line_ids = enc(lines[text])
+            assert _has_run(line_ids, enc(" " + text)), (text, lines[text])
+            assert _has_run(enc(user if found else ex["target"]), enc(" " + text)), text
+            checked += 1
+    assert checked > 20

@@ -172,3 +172,27 @@ def check_even(frames: torch.Tensor, temporal: int, where: Optional[str] = None)
     if frames.shape[1] % temporal:
         raise ValueError(f"{where or 'batch'}: {frames.shape[1]} frames per video; training needs a multiple of "
                          f"{temporal} (the run's odd-count rule guarantees it for decoded videos)")
+
+
+class BlankVideo:
+    """A text-only view of a ``TrainSet``: every batch's video is one black clip of one LLM token.
+
+    The option-binding drills are answered from the text alone, so the binding stage trains them at
+    ~1/4 of a video step's cost (``stages.run_teacher``)."""
+
+    def __init__(self, data: TrainSet, vision_cfg: Any) -> None:
+        unit = vision_cfg.patch_size * vision_cfg.spatial_merge_size
+        self.data, self.shape = data, (vision_cfg.temporal_patch_size, unit, unit, 3)
+
+    def count(self, kind: str, split: str = "train") -> int:
+        return self.data.count(kind, split)
+
+    def _blank(self, batch: Batch) -> Batch:
+        frames = torch.zeros((batch.ids.shape[0], *self.shape), dtype=torch.uint8, device=batch.frames.device)
+        return Batch(batch.ids, batch.labels, batch.mask, frames, batch.vision_start)
+
+    def sample(self, kind: str, size: int, rng: np.random.Generator) -> Batch:
+        return self._blank(self.data.sample(kind, size, rng))
+
+    def val_batches(self, kind: str, size: int) -> list[Batch]:
+        return [self._blank(b) for b in self.data.val_batches(kind, size)]

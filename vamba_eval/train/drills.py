@@ -10,8 +10,8 @@ colour probe (``bind_dense_mix_qwen2_h64_l2.log``). On these real-format drills 
 been broken yet at the step budgets tried (``drills_textonly_4000steps_h64_l2.log``). Each drill keeps the sample's video and goes through the task's official
 ``prompt`` with only the question replaced, so the binding is learnt in the formats it is used in:
 
-    list   "List every option, each followed by its letter."  →  "BOX (C), CIRCLE (A), …" (random order)
-    find   'Which option is exactly "BOX"?'                   →  the official gold reply for that letter
+    list   "List every option, each followed by its letter."  →  "Options: BOX (C), CIRCLE (A), …" (random order)
+    find   "Which option is exactly BOX?"                     →  the official gold reply for that letter
 """
 
 from __future__ import annotations
@@ -26,7 +26,10 @@ from vamba_eval.train.formats import OPTION_RE, gold_response, option_texts, pro
 from vamba_eval.types import Sample
 
 LIST_QUESTION = "List every option, each followed by its letter."
-FIND_QUESTION = 'Which option is exactly "{text}"?'
+LIST_REPLY = "Options:"
+# the option text follows a space, as in the option lines, so it tokenises to the same ids there and here
+# (a quoted or line-initial "HAT" is 'H' 'AT', the option's " HAT" one token 'ĠHAT': no match to learn)
+FIND_QUESTION = "Which option is exactly {text}?"
 
 
 def _letter(i: int) -> str:
@@ -62,7 +65,7 @@ def drill_examples(task: Any, sample: Sample, video: int, times: tuple[float, ..
             drill = _relabel(sample, shuffled, LIST_QUESTION, pick)
             prompt = dataclasses.replace(task.prompt(drill, PromptContext(times, False)), assistant_prefix="")
             listing = [int(i) for i in rng.permutation(len(texts))]
-            target = ", ".join(f"{shuffled[i]} ({_letter(i)})" for i in listing)
+            target = LIST_REPLY + ",".join(f" {shuffled[i]} ({_letter(i)})" for i in listing)
         else:
             drill = _relabel(sample, shuffled, FIND_QUESTION.format(text=shuffled[pick]), pick)
             prompt = task.prompt(drill, PromptContext(times, False))

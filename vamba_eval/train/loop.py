@@ -125,20 +125,29 @@ LogitsFn = Callable[[Batch], tuple[torch.Tensor, torch.Tensor]]
 
 
 @torch.no_grad()
-def validate(logits_fn: LogitsFn, data: TrainSet, device: torch.device, size: int = 32) -> dict[str, float]:
-    """Held-out QA: first reply token accuracy (greedy, teacher-forced prompt) and reply LM loss."""
+def validate(logits_fn: LogitsFn, data: TrainSet, device: torch.device, size: int = 32, kind: str = "qa",
+             letters: Optional[torch.Tensor] = None) -> dict[str, float]:
+    """Held-out ``kind`` examples: first reply token accuracy (greedy, teacher-forced prompt) and reply LM
+    loss; with ``letters`` (token ids), the accuracy over every reply position whose gold is a letter
+    instead (a drill's listing names one letter per option)."""
     from vamba_eval.train.batches import IGNORE
     from vamba_eval.train.forward import lm_loss
 
     hits, n, losses = 0, 0, []
-    for batch in data.val_batches("qa", size):
+    for batch in data.val_batches(kind, size):
         batch = batch.to(device)
         with autocast(device):
             logits, labels = logits_fn(batch)
         losses.append(float(lm_loss(logits, labels)))
-        first = (labels != IGNORE).float().argmax(dim=1)  # first reply position per row
-        rows = torch.arange(labels.shape[0], device=labels.device)
-        hits += int((logits[rows, first - 1].argmax(-1) == labels[rows, first]).sum())
-        n += labels.shape[0]
-    return {"val_first_token_acc": round(hits / max(1, n), 4), "val_lm": round(float(np.mean(losses)), 4) if losses
-            else float("nan"), "val_n": n}
+        gold = labels[:, 1:]  # [b, L-1] the token each position predicts
+        if letters is None:
+            first = (gold != IGNORE).float().argmax(dim=1, keepdim=True)  # first reply position per row
+            sel = torch.arange(gold.shape[1], device=gold.device)[None] == first
+        else:
+            sel = torch.isin(gold, letters.to(gold.device))
+        hits += int(((logits[:, :-1].argmax(-1) == gold) & sel).sum())
+        n += int(sel.sum())
+    name = "letter" if letters is not None else "first_token"
+    prefix = "val" if kind == "qa" else f"val_{kind}"
+    return {f"{prefix}_{name}_acc": round(hits / max(1, n), 4),
+            f"{prefix}_lm": round(float(np.mean(losses)), 4) if losses else float("nan"), f"{prefix}_n": n}

@@ -24,7 +24,7 @@ class DataRecipe:
     caption_videos: int = 200  # extra random scripts rendered for captions only
     caption_long_frames: int = 16  # a quarter of the caption-only videos use this many frames
     template_copies: int = 1  # extra copies of each QA in a spec prompt template, options shuffled
-    binding_drills: int = 2  # option-binding drills per QA (train/drills.py; 0 = none)
+    binding_drills: int = 4  # option-binding drills per QA (train/drills.py; 0 = none)
     vocab_size: int = 1024  # BPE vocabulary (special tokens included)
     workers: int = 2
     # frames drawn from the scripts (data.synth_frames: the run's sampler/resize + yuv420 chroma blur;
@@ -72,15 +72,18 @@ class Recipe:
     export_dtype: str = "float32"
     data: DataRecipe = field(default_factory=DataRecipe)
     model: ModelRecipe = field(default_factory=ModelRecipe)
+    # text-only option-binding drills (blank 1-token video) before the teacher's video training: the
+    # letter binding needs ~2,000–3,000 steps × 128 to leave its plateau (scripts/diagnostics/README.md)
+    binding: StageRecipe = field(default_factory=lambda: StageRecipe(
+        steps=5000, lr=3e-3, batch=128, warmup=100, drill_fraction=1.0, max_seconds=150))
     # gpu preset: each stage stops at max_seconds (steps are cut after 20 to keep the schedule whole);
     # the steps actually run are in each stage's history.json and the checkpoint's training.json
     teacher: StageRecipe = field(default_factory=lambda: StageRecipe(
-        steps=20000, lr=2e-3, batch=128, warmup=200, caption_fraction=0.25, drill_fraction=0.25, drill_warmup=0.3,
-        max_seconds=210))
+        steps=20000, lr=2e-3, batch=128, warmup=200, caption_fraction=0.25, drill_fraction=0.2, max_seconds=170))
     stage1: StageRecipe = field(default_factory=lambda: StageRecipe(
-        steps=5000, lr=2e-3, batch=128, warmup=100, caption_fraction=1.0, max_seconds=35))
+        steps=5000, lr=2e-3, batch=128, warmup=100, caption_fraction=1.0, max_seconds=25))
     stage2: StageRecipe = field(default_factory=lambda: StageRecipe(
-        steps=10000, lr=1e-3, batch=128, warmup=100, caption_fraction=0.1, drill_fraction=0.2, max_seconds=90))
+        steps=10000, lr=1e-3, batch=128, warmup=100, caption_fraction=0.1, drill_fraction=0.2, max_seconds=70))
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -96,8 +99,8 @@ def preset(name: str) -> Recipe:
         r.data.stream_workers = min(6, max(1, (os.cpu_count() or 4) - 3))
         return r
     if name == "cpu":
-        r.teacher = StageRecipe(steps=1800, lr=2e-3, batch=16, warmup=100, caption_fraction=0.25, drill_fraction=0.25,
-                                drill_warmup=0.3)
+        r.binding = StageRecipe(steps=2500, lr=3e-3, batch=32, warmup=100, drill_fraction=1.0)
+        r.teacher = StageRecipe(steps=1800, lr=2e-3, batch=16, warmup=100, caption_fraction=0.25, drill_fraction=0.2)
         r.stage1 = StageRecipe(steps=300, lr=2e-3, batch=16, warmup=50, caption_fraction=1.0)
         r.stage2 = StageRecipe(steps=1000, lr=1e-3, batch=16, warmup=50, caption_fraction=0.1, drill_fraction=0.2)
         return r
@@ -105,6 +108,7 @@ def preset(name: str) -> Recipe:
         r.data = DataRecipe(videos_per_task=1, task_videos={}, caption_videos=2, caption_long_frames=8,
                             vocab_size=400, workers=1)
         r.model = ModelRecipe(hidden=32, layers=2, intermediate=64, vision_embed=32, vision_depth=1, vision_heads=2)
+        r.binding = StageRecipe(steps=2, lr=3e-3, batch=4, warmup=0, drill_fraction=1.0)
         r.teacher = StageRecipe(steps=3, lr=3e-3, batch=4, warmup=0, caption_fraction=0.3)
         r.stage1 = StageRecipe(steps=2, lr=3e-3, batch=4, warmup=0, caption_fraction=1.0)
         r.stage2 = StageRecipe(steps=2, lr=3e-3, batch=4, warmup=0)

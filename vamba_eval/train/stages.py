@@ -16,7 +16,7 @@ from typing import Any, Optional
 import torch
 
 from vamba_eval.train import ckpt
-from vamba_eval.train.batches import Batch, TrainSet, token_ids
+from vamba_eval.train.batches import Batch, BlankVideo, TrainSet, token_ids
 from vamba_eval.train.forward import (aligned_kl, batch_vision_attention, lm_loss, student_logits, teacher_forward,
                                       track_video_tokens, video_scale_penalty)
 from vamba_eval.train.loop import Logger, train, validate
@@ -68,8 +68,9 @@ def run_teacher(out: Path, data_dir: Path, recipe: Recipe, device: torch.device,
         f"{data.count('qa')} QA + {data.count('caption')} caption examples" + _stream_note(recipe))
     pad = token_ids(tokenizer).video_pad
     try:
-        hist = train(model.parameters(), teacher_step(model, pad, recipe.video_norm_penalty), data, recipe.teacher,
-                     device, recipe.seed, log, "teacher")
+        hist = run_binding(model, data, recipe, device, log, tokenizer)
+        hist += train(model.parameters(), teacher_step(model, pad, recipe.video_norm_penalty), data, recipe.teacher,
+                      device, recipe.seed, log, "teacher")
     finally:
         _close(data, log, "teacher")
     model.eval()
@@ -78,6 +79,27 @@ def run_teacher(out: Path, data_dir: Path, recipe: Recipe, device: torch.device,
     folder = ckpt.save_qwen2vl(model, Path(out) / "teacher", tokenizer)
     _write_history(folder, hist)
     return folder
+
+
+def run_binding(model: Any, data: TrainSet, recipe: Recipe, device: torch.device, log: Logger,
+                tokenizer: Any) -> list[dict[str, Any]]:
+    """The teacher's first phase: option-binding drills only, on a blank 1-token video (text answers).
+
+    Letter binding sits on a loss plateau for ~2,000 steps × 128 (scripts/diagnostics/README.md); on a
+    blank video a step costs a fraction of a video step, so the plateau is crossed before the video QA."""
+    if recipe.binding.steps <= 0 or not data.count("drill"):
+        return []
+    video_pad = token_ids(tokenizer).video_pad
+    text_only = BlankVideo(data, model.config.vision_config)
+    hist = train(model.parameters(), teacher_step(model, video_pad), text_only, recipe.binding, device, recipe.seed,
+                 log, "binding")
+    letters = torch.tensor(tokenizer.convert_tokens_to_ids(list("ABCDEFGHIJ")), device=device)
+    model.eval()
+    hist.append({"stage": "binding", **validate(lambda b: teacher_forward(model, b, video_pad)[:2], text_only,
+                                                 device, kind="drill", letters=letters)})
+    model.train()
+    log(f"[binding] held-out drills {hist[-1]}", **hist[-1])
+    return hist
 
 
 def run_convert(out: Path, recipe: Recipe, log: Logger) -> Path:
