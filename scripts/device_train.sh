@@ -16,7 +16,7 @@ timeout -s ABRT "${TRAIN_LIMIT:-420}" python3 -X faulthandler -m vamba_eval.trai
   | grep --line-buffered -v "Loading weights" | tee "$OUT/train.log"
 cp "$RUN/log.jsonl" "$RUN/recipe.json" "$OUT/" 2>/dev/null
 for s in teacher stage1 stage2; do cp "$RUN/$s/history.json" "$OUT/history-$s.json" 2>/dev/null; done
-tar -C "$RUN" -cf "$OUT/checkpoints.tar" --exclude=data checkpoints teacher converted stage1 stage2 2>/dev/null
+tar -C "$RUN" -cf "$OUT/checkpoints.tar" checkpoints
 [ -n "${SKIP_EVAL:-}" ] && exit 0  # evaluate in a later call: bash scripts/device_eval.sh DIR
 export VAMBA_EVAL_CACHE=/tmp/vcache
 for m in vamba qwen2vl; do

@@ -80,16 +80,17 @@ class TrainSet:
     def count(self, kind: str, split: str = "train") -> int:
         return sum(len(v) for (s, k, _), v in self.pools.items() if k == kind and s == split)
 
-    def val_batches(self, kind: str, size: int) -> list[Batch]:
+    def val_batches(self, kind: str, size: int, blank: Optional[tuple] = None) -> list[Batch]:
         """The held-out examples of ``kind``, in fixed batches."""
         out = []
         for (split, k, _), pool in sorted(self.pools.items()):
             if split == "val" and k == kind:
-                out += [self.collate(pool[i:i + size]) for i in range(0, len(pool), size)]
+                out += [self.collate(pool[i:i + size], blank) for i in range(0, len(pool), size)]
         return out
 
-    def sample(self, kind: str, size: int, rng: np.random.Generator) -> Batch:
-        """``size`` random training examples of ``kind`` from one frame-shape group (groups weighted by size)."""
+    def sample(self, kind: str, size: int, rng: np.random.Generator, blank: Optional[tuple] = None) -> Batch:
+        """``size`` random training examples of ``kind`` from one frame-shape group (groups weighted by size);
+        ``blank``: a frame shape [T, H, W, 3] of zeros replaces every video (see ``BlankVideo``)."""
         keys = [key for key in self.pools if key[0] == "train" and key[1] == kind]
         if not keys:
             raise ValueError(f"no {kind} examples in the training data")
@@ -97,19 +98,20 @@ class TrainSet:
         key = keys[int(rng.choice(len(keys), p=weights / weights.sum()))]
         pool = self.pools[key]
         chosen = [pool[int(i)] for i in rng.choice(len(pool), size=min(size, len(pool)), replace=False)]
-        return self.collate(chosen)
+        return self.collate(chosen, blank)
 
-    def collate(self, indices: list[int]) -> Batch:
-        items = [(*self.encoded[i], self.frames[g][r])
+    def collate(self, indices: list[int], blank: Optional[tuple] = None) -> Batch:
+        items = [(*self.encoded[i], None if blank else self.frames[g][r])
                  for i, (g, r) in ((i, self.videos[self.examples[i]["video"]]) for i in indices)]
-        return collate_items(items, self.ids.pad, self.ids.vision_start)
+        return collate_items(items, self.ids.pad, self.ids.vision_start, blank)
 
 
 Item = tuple[list[int], list[int], Any]  # prompt ids, reply ids (+ eos), frames [T, H, W, 3] (array or tensor)
 
 
-def collate_items(items: list[Item], pad: int, vision_start: int) -> Batch:
-    """Right-padded batch of (prompt, reply, frames) items whose frames share one shape."""
+def collate_items(items: list[Item], pad: int, vision_start: int, blank: Optional[tuple] = None) -> Batch:
+    """Right-padded batch of (prompt, reply, frames) items whose frames share one shape (or, with
+    ``blank`` = [T, H, W, 3], zero frames of that shape in place of every video)."""
     length = -(-max(len(p) + len(r) for p, r, _ in items) // PAD_TO) * PAD_TO  # few distinct shapes
     ids = torch.full((len(items), length), pad, dtype=torch.long)
     labels = torch.full_like(ids, IGNORE)
@@ -118,7 +120,10 @@ def collate_items(items: list[Item], pad: int, vision_start: int) -> Batch:
         ids[row, :len(p) + len(r)] = torch.tensor(p + r)
         labels[row, len(p):len(p) + len(r)] = torch.tensor(r)
         mask[row, :len(p) + len(r)] = 1
-    frames = torch.stack([torch.as_tensor(f) for _, _, f in items])  # [b, T, H, W, 3] uint8
+    if blank:
+        frames = torch.zeros((len(items), *blank), dtype=torch.uint8)  # [b, T, H, W, 3]
+    else:
+        frames = torch.stack([torch.as_tensor(f) for _, _, f in items])  # [b, T, H, W, 3] uint8
     return Batch(ids, labels, mask, frames, [p.index(vision_start) for p, _, _ in items])
 
 
@@ -187,12 +192,8 @@ class BlankVideo:
     def count(self, kind: str, split: str = "train") -> int:
         return self.data.count(kind, split)
 
-    def _blank(self, batch: Batch) -> Batch:
-        frames = torch.zeros((batch.ids.shape[0], *self.shape), dtype=torch.uint8, device=batch.frames.device)
-        return Batch(batch.ids, batch.labels, batch.mask, frames, batch.vision_start)
-
     def sample(self, kind: str, size: int, rng: np.random.Generator) -> Batch:
-        return self._blank(self.data.sample(kind, size, rng))
+        return self.data.sample(kind, size, rng, blank=self.shape)
 
     def val_batches(self, kind: str, size: int) -> list[Batch]:
-        return [self._blank(b) for b in self.data.val_batches(kind, size)]
+        return self.data.val_batches(kind, size, blank=self.shape)

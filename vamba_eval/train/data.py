@@ -28,7 +28,7 @@ from typing import Any, Iterator, Optional
 
 import numpy as np
 
-from vamba_eval.train.formats import CAPTION_PROMPT, gold_response, prompt_dict, template_variant
+from vamba_eval.train.formats import CAPTION_PROMPT, gold_response, open_question, prompt_dict, template_variant
 from vamba_eval.train.recipe import DataRecipe
 from vamba_eval.types import Prompt
 
@@ -84,7 +84,8 @@ def task_chunk(task_name: str, seed: int, copies: int, fast: bool = False, drill
     ``fast``: the release is written under ``synth.render.capture_scripts()`` (annotations only) and
     the sampled frames of every captured video are drawn from its script (``synth_frames``); videos
     the writer makes another way (gif, frame folders) are decoded as usual. ``drills``: option-binding
-    drills per question (``train/drills.py``)."""
+    drills per question (``train/drills.py``). Every labelled question also comes as an ``open`` example:
+    asked without its options, answered with the gold option's text (``formats.open_question``)."""
     from vamba_eval.registry import get_task
     from vamba_eval.run.config import RunConfig
     from vamba_eval.run.plan import frame_spec
@@ -130,6 +131,10 @@ def task_chunk(task_name: str, seed: int, copies: int, fast: bool = False, drill
                     examples.append({"kind": "qa", "source": f"{task_name}:template", "video": vid,
                                      "prompt": prompt_dict(variant[0]), "target": variant[1]})
             examples.extend(drill_examples(task, sample, vid, times, drills, rng))
+            opened = open_question(sample)
+            if opened is not None:
+                examples.append({"kind": "open", "source": f"{task_name}:open", "video": vid,
+                                 "prompt": prompt_dict(opened[0]), "target": opened[1]})
     return frames, examples
 
 

@@ -4,6 +4,8 @@
 by calling the scorer), so a new task module trains in its own answer format without code here:
 after an assistant prefix that opens a bracket ("Best option:(") the reply is "A) text", else "A".
 
+``open_question`` asks the question without options (the answer is the gold option's text).
+
 ``template_variants`` re-asks a multiple-choice sample in the prompt templates of the benchmarks'
 specs (MVBench, MLVU, LongVideoBench wording; shared/specs/benchmarks.md) with the options
 shuffled, so the model reads option text instead of memorising letter priors.
@@ -80,6 +82,17 @@ def template_variant(sample: Sample, rng: np.random.Generator) -> Optional[tuple
     if kind == 0:
         return Prompt(user=user, system=MVBENCH_SYSTEM, assistant_prefix="Best option:("), f"{letter}) {gold_text}"
     return Prompt(user=user, system=MLVU_SYSTEM, assistant_prefix="Best Option: ("), f"{letter}) {gold_text}"
+
+
+OPEN_SUFFIX = "Answer in a few words."
+
+
+def open_question(sample: Sample) -> Optional[tuple[Prompt, str]]:
+    """The question WITHOUT its options → (prompt, the gold option's text): the video facts a question
+    asks about, supervised densely and apart from the letter binding."""
+    if not sample.options or not sample.answer:
+        return None
+    return Prompt(user=f"Question: {sample.question}\n{OPEN_SUFFIX}"), option_texts(sample)[ord(sample.answer) - 65]
 
 
 def prompt_dict(prompt: Prompt) -> dict[str, Any]:

@@ -51,7 +51,7 @@ def autocast(device: torch.device) -> contextlib.AbstractContextManager:
 
 
 def pick_kind(data: TrainSet, stage: StageRecipe, rng: np.random.Generator, step: int = 0) -> str:
-    """Kind of the next batch: drills only during ``drill_warmup``, then caption / drill / qa by share.
+    """Kind of the next batch: drills only during ``drill_warmup``, then caption / drill / open / qa by share.
 
     A kind with no examples gives way to qa, then caption (the data may have no drills or captions)."""
     r = rng.random()
@@ -61,6 +61,8 @@ def pick_kind(data: TrainSet, stage: StageRecipe, rng: np.random.Generator, step
         want = "caption"
     elif r < stage.caption_fraction + stage.drill_fraction:
         want = "drill"
+    elif r < stage.caption_fraction + stage.drill_fraction + stage.open_fraction:
+        want = "open"
     else:
         want = "qa"
     for kind in (want, "qa", "caption"):

@@ -58,6 +58,7 @@ class StageRecipe:
     weight_decay: float = 0.01
     caption_fraction: float = 0.0  # share of caption batches (the rest is QA)
     drill_fraction: float = 0.0  # share of option-binding drill batches (train/drills.py)
+    open_fraction: float = 0.0  # share of open-question batches (the question without options → option text)
     drill_warmup: float = 0.0  # leading share of the steps that are drills only (breaks the binding plateau)
     max_seconds: float = 0.0  # > 0: after 20 steps, cut ``steps`` to fit this wall-clock budget
 
@@ -79,11 +80,13 @@ class Recipe:
     # gpu preset: each stage stops at max_seconds (steps are cut after 20 to keep the schedule whole);
     # the steps actually run are in each stage's history.json and the checkpoint's training.json
     teacher: StageRecipe = field(default_factory=lambda: StageRecipe(
-        steps=20000, lr=2e-3, batch=128, warmup=200, caption_fraction=0.25, drill_fraction=0.2, max_seconds=170))
+        steps=20000, lr=2e-3, batch=128, warmup=200, caption_fraction=0.2, drill_fraction=0.15, open_fraction=0.3,
+        max_seconds=170))
     stage1: StageRecipe = field(default_factory=lambda: StageRecipe(
         steps=5000, lr=2e-3, batch=128, warmup=100, caption_fraction=1.0, max_seconds=25))
     stage2: StageRecipe = field(default_factory=lambda: StageRecipe(
-        steps=10000, lr=1e-3, batch=128, warmup=100, caption_fraction=0.1, drill_fraction=0.2, max_seconds=70))
+        steps=10000, lr=1e-3, batch=128, warmup=100, caption_fraction=0.1, drill_fraction=0.15, open_fraction=0.25,
+        max_seconds=70))
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -100,9 +103,11 @@ def preset(name: str) -> Recipe:
         return r
     if name == "cpu":
         r.binding = StageRecipe(steps=2500, lr=3e-3, batch=32, warmup=100, drill_fraction=1.0)
-        r.teacher = StageRecipe(steps=1800, lr=2e-3, batch=16, warmup=100, caption_fraction=0.25, drill_fraction=0.2)
+        r.teacher = StageRecipe(steps=1800, lr=2e-3, batch=16, warmup=100, caption_fraction=0.2, drill_fraction=0.15,
+                                open_fraction=0.3)
         r.stage1 = StageRecipe(steps=300, lr=2e-3, batch=16, warmup=50, caption_fraction=1.0)
-        r.stage2 = StageRecipe(steps=1000, lr=1e-3, batch=16, warmup=50, caption_fraction=0.1, drill_fraction=0.2)
+        r.stage2 = StageRecipe(steps=1000, lr=1e-3, batch=16, warmup=50, caption_fraction=0.1, drill_fraction=0.15,
+                               open_fraction=0.25)
         return r
     if name == "test":
         r.data = DataRecipe(videos_per_task=1, task_videos={}, caption_videos=2, caption_long_frames=8,

@@ -143,7 +143,7 @@ class StreamSet(TrainSet):
         fresh = sum(len(q) for (k, _), q in self.fresh.items() if k == kind) if split == "train" else 0
         return super().count(kind, split) + fresh
 
-    def sample(self, kind: str, size: int, rng: np.random.Generator) -> Batch:
+    def sample(self, kind: str, size: int, rng: np.random.Generator, blank: Optional[tuple] = None) -> Batch:
         """Fresh examples of ``kind`` (one frame shape) when enough have arrived, else cached ones."""
         if self.error is not None:
             raise RuntimeError(f"the fresh-data producer failed ({type(self.error).__name__}: {self.error}); "
@@ -152,12 +152,12 @@ class StreamSet(TrainSet):
         with self._lock:
             keys = [key for key, q in self.fresh.items() if key[0] == kind and len(q) >= size]
             if not keys or rng.random() < self.cached_share:
-                return super().sample(kind, size, rng)
+                return super().sample(kind, size, rng, blank)
             sizes = np.array([len(self.fresh[k]) for k in keys], dtype=float)
             queue = self.fresh[keys[int(rng.choice(len(keys), p=sizes / sizes.sum()))]]
             items = [queue[int(i)] for i in rng.choice(len(queue), size=size, replace=False)]
             self.consumed += size
-        return collate_items(items, self.ids.pad, self.ids.vision_start)
+        return collate_items(items, self.ids.pad, self.ids.vision_start, blank)
 
 
 def training_set(data_dir: Path, tokenizer: Any, tokenizer_dir: Path, recipe: Any, device: torch.device,
