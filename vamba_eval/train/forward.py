@@ -59,11 +59,37 @@ def teacher_forward(model: Any, batch: Batch, video_pad: int) -> tuple[torch.Ten
     # our vectorised M-RoPE ids: transformers' own computation loops over the rows in Python
     # (~2/3 of a teacher step at batch 128); checked against it once per model
     pos = teacher_position_ids(batch, mask, (grid[0], grid[1] // merge, grid[2] // merge))
+    # the ViT as ONE video of b·t frames (its attention never crosses a 2-frame slice and its rotary ids
+    # depend on (h, w) only: the same features, in the same order), so transformers' per-video Python
+    # loops run once instead of b times (~60 GPU ops per row: most of a step at batch 128)
+    joined = torch.tensor([[grid[0] * ids.shape[0], grid[1], grid[2]]], device=ids.device)
+    pixels = pixels.to(model.dtype)
     if not getattr(model, "_vamba_rope_checked", False):
         _check_rope(model, ids, mask, thw, pos, extra)
-    out = model(input_ids=ids, attention_mask=mask, position_ids=pos, pixel_values_videos=pixels.to(model.dtype),
-                video_grid_thw=thw, **extra)
+        _check_joined(model, ids, mask, pos, pixels, thw, joined, extra)
+    out = model(input_ids=ids, attention_mask=mask, position_ids=pos, pixel_values_videos=pixels,
+                video_grid_thw=joined, **extra)
     return out.logits, labels, n
+
+
+def _check_joined(model: Any, ids: torch.Tensor, mask: torch.Tensor, pos: torch.Tensor, pixels: torch.Tensor,
+                  thw: torch.Tensor, joined: torch.Tensor, extra: dict[str, Any]) -> None:
+    """Once per model: the joined-video call gives the per-video call's logits (this transformers version)."""
+    was = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            per_video = model(input_ids=ids, attention_mask=mask, position_ids=pos, pixel_values_videos=pixels,
+                              video_grid_thw=thw, **extra).logits.float()
+            one = model(input_ids=ids, attention_mask=mask, position_ids=pos, pixel_values_videos=pixels,
+                        video_grid_thw=joined, **extra).logits.float()
+    finally:
+        model.train(was)
+    err = float((one - per_video).abs().max() / per_video.abs().max().clamp(min=1e-6))
+    if err > 1e-2:
+        raise RuntimeError(f"this transformers version's Qwen2-VL gives different logits for the batch's videos "
+                           f"as one joined video (max rel. error {err:.2e}); train/forward.teacher_forward "
+                           "relies on it — pass per-video video_grid_thw there")
 
 
 def _check_rope(model: Any, ids: torch.Tensor, mask: torch.Tensor, thw: torch.Tensor, pos: torch.Tensor,
