@@ -12,11 +12,14 @@ export PYTHONPATH=/tmp/site; cd /tmp  # run the installed copy, not the source t
 OUT=${OUT:-/tmp/out}; RUN=/tmp/train-run; rm -rf "$RUN"
 nproc; nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
 # ABRT after TRAIN_LIMIT s: faulthandler prints every thread's stack instead of a silent kill
-timeout -s ABRT "${TRAIN_LIMIT:-420}" python3 -X faulthandler -m vamba_eval.train all --out "$RUN" --device cuda "$@" 2>&1 \
-  | grep --line-buffered -v "Loading weights" | tee "$OUT/train.log"
+# STAGES="data teacher": only those stages (default: all)
+for stage in ${STAGES:-all}; do
+  timeout -s ABRT "${TRAIN_LIMIT:-420}" python3 -X faulthandler -m vamba_eval.train "$stage" --out "$RUN" --device cuda "$@" 2>&1 \
+    | grep --line-buffered -v "Loading weights" | tee -a "$OUT/train.log"
+done
 cp "$RUN/log.jsonl" "$RUN/recipe.json" "$OUT/" 2>/dev/null
 for s in teacher stage1 stage2; do cp "$RUN/$s/history.json" "$OUT/history-$s.json" 2>/dev/null; done
-tar -C "$RUN" -cf "$OUT/checkpoints.tar" checkpoints
+tar -C "$RUN" -cf "$OUT/checkpoints.tar" $(cd "$RUN" && ls -d checkpoints 2>/dev/null || echo teacher)
 [ -n "${SKIP_EVAL:-}" ] && exit 0  # evaluate in a later call: bash scripts/device_eval.sh DIR
 export VAMBA_EVAL_CACHE=/tmp/vcache
 for m in vamba qwen2vl; do
