@@ -131,11 +131,11 @@ def validate(logits_fn: LogitsFn, data: TrainSet, device: torch.device, size: in
              letters: Optional[torch.Tensor] = None) -> dict[str, float]:
     """Held-out ``kind`` examples: first reply token accuracy (greedy, teacher-forced prompt) and reply LM
     loss; with ``letters`` (token ids), the accuracy over every reply position whose gold is a letter
-    instead (a drill's listing names one letter per option)."""
+    instead (a drill's listing names one letter per option); ``exact``: share of replies right in every token."""
     from vamba_eval.train.batches import IGNORE
     from vamba_eval.train.forward import lm_loss
 
-    hits, n, losses = 0, 0, []
+    hits, n, losses, exact, rows = 0, 0, [], 0, 0
     for batch in data.val_batches(kind, size):
         batch = batch.to(device)
         with autocast(device):
@@ -147,9 +147,12 @@ def validate(logits_fn: LogitsFn, data: TrainSet, device: torch.device, size: in
             sel = torch.arange(gold.shape[1], device=gold.device)[None] == first
         else:
             sel = torch.isin(gold, letters.to(gold.device))
-        hits += int(((logits[:, :-1].argmax(-1) == gold) & sel).sum())
+        right = logits[:, :-1].argmax(-1) == gold
+        hits += int((right & sel).sum())
         n += int(sel.sum())
+        exact += int((right | (gold == IGNORE)).all(dim=1).sum())
+        rows += gold.shape[0]
     name = "letter" if letters is not None else "first_token"
     prefix = "val" if kind == "qa" else f"val_{kind}"
-    return {f"{prefix}_{name}_acc": round(hits / max(1, n), 4),
+    return {f"{prefix}_{name}_acc": round(hits / max(1, n), 4), f"{prefix}_exact": round(exact / max(1, rows), 4),
             f"{prefix}_lm": round(float(np.mean(losses)), 4) if losses else float("nan"), f"{prefix}_n": n}

@@ -74,7 +74,9 @@ def run_teacher(out: Path, data_dir: Path, recipe: Recipe, device: torch.device,
     finally:
         _close(data, log, "teacher")
     model.eval()
-    hist.append({"stage": "teacher", **validate(lambda b: teacher_forward(model, b, pad)[:2], data, device)})
+    logits_fn = lambda b: teacher_forward(model, b, pad)[:2]  # noqa: E731
+    hist.append({"stage": "teacher", **validate(logits_fn, data, device),
+                 **(validate(logits_fn, data, device, kind="open") if data.count("open", "val") else {})})
     log(f"[teacher] held-out {hist[-1]}", **hist[-1])
     folder = ckpt.save_qwen2vl(model, Path(out) / "teacher", tokenizer)
     _write_history(folder, hist)
