@@ -12,7 +12,7 @@ from vamba_eval.train.batches import IGNORE, BlankVideo, TrainSet, token_ids
 from vamba_eval.train.data import task_chunk, write_data
 from vamba_eval.train.formats import OPEN_SUFFIX, open_question, option_texts
 from vamba_eval.train.forward import teacher_forward
-from vamba_eval.train.loop import pick_kind, validate
+from vamba_eval.train.loop import validate
 from vamba_eval.train.recipe import StageRecipe, preset
 from vamba_eval.train.stages import new_teacher, run_binding
 from vamba_eval.train.tokenizer import train_bpe, training_texts
@@ -59,24 +59,6 @@ def test_task_chunk_has_one_open_example_per_labelled_question(setup):
 
     assert all(e["source"].endswith(":open") and e["target"] for e in opened)
     assert not any(re.search(r"\n\(?[A-D][.)]", e["prompt"]["user"]) for e in opened)  # no option lines
-
-
-class _Counts:
-    def __init__(self, **counts: int) -> None:
-        self.counts = counts
-
-    def count(self, kind: str) -> int:
-        return self.counts.get(kind, 0)
-
-
-def test_pick_kind_draws_open_batches_by_share():
-    stage = StageRecipe(steps=100, lr=1e-3, caption_fraction=0.2, drill_fraction=0.1, open_fraction=0.3)
-    rng = np.random.default_rng(0)
-    kinds = [pick_kind(_Counts(qa=5, caption=5, drill=5, open=5), stage, rng) for _ in range(4000)]
-    share = {k: kinds.count(k) / len(kinds) for k in ("caption", "drill", "open", "qa")}
-    assert abs(share["open"] - 0.3) < 0.03 and abs(share["qa"] - 0.4) < 0.03
-    no_open = [pick_kind(_Counts(qa=5), stage, rng) for _ in range(200)]
-    assert set(no_open) == {"qa"}  # a kind without examples gives way to qa
 
 
 def test_blank_video_batches_are_one_black_token_and_keep_the_text(setup):

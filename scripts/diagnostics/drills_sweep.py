@@ -100,7 +100,7 @@ def worker(tag, folder, train, find, listing, seconds, out):
         opt.zero_grad(set_to_none=True)
         step += 1
         if step % 250 == 0:
-            rows.append((step, round(time.time() - t0), float(loss), acc(fi, True), acc(li, False)))
+            rows.append((step, round(time.time() - t0), float(loss.detach()), acc(fi, True), acc(li, False)))
             print(f"[{tag}] step {step} {rows[-1][1]}s loss {rows[-1][2]:.3f} find {rows[-1][3]:.3f} "
                   f"list {rows[-1][4]:.3f}", flush=True)
     out.put((tag, rows))

@@ -1,14 +1,14 @@
 """Option-binding drills: extra text-answerable questions in each task's own prompt format.
 
-Why (issue 6, scripts/diagnostics/README.md): a tiny LM trained on video QA alone never learns to
-map the answer it has in mind to the option's LETTER. Single-answer questions give one bit of
-binding signal per example and training sits on a loss plateau at chance for thousands of steps
-(``bind.py``: 1,500 steps × 32, still chance). A dense drill — "list every option with its
-letter", one binding per option, all supervised — breaks the plateau: mixed 1:1 with the
-single-answer question the held-out letter accuracy climbs past 70 % in ~1,700 steps × 32 on the
-colour probe (``bind_dense_mix_qwen2_h64_l2.log``). On these real-format drills the plateau has NOT
-been broken yet at the step budgets tried (``drills_textonly_4000steps_h64_l2.log``). Each drill keeps the sample's video and goes through the task's official
-``prompt`` with only the question replaced, so the binding is learnt in the formats it is used in:
+Why (issue 6, scripts/diagnostics/README.md): a tiny LM trained on video QA alone does not learn to
+map the answer it has in mind to the option's LETTER: single-answer questions give one bit of binding
+signal per example and training sits on a plateau at chance. Dense drills — every option's letter
+supervised — break it once the option text is the same tokens in question and option line (see
+FIND_QUESTION): held-out "find" accuracy 0.86 after 2,750 steps × 128 on an H100 with hidden 128,
+4 layers, lr 3e-3 (``drills_sweep_h100_360s.log``). The recipe trains them first on a blank video
+(``stages.run_binding``), then as a share of the video stages. Each drill keeps the sample's video and
+goes through the task's official ``prompt`` with only the question replaced, so the binding is
+learnt in the formats it is used in:
 
     list   "List every option, each followed by its letter."  →  "Options: BOX (C), CIRCLE (A), …" (random order)
     find   "Which option is exactly BOX?"                     →  the official gold reply for that letter

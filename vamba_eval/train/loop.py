@@ -50,14 +50,12 @@ def autocast(device: torch.device) -> contextlib.AbstractContextManager:
     return contextlib.nullcontext()
 
 
-def pick_kind(data: TrainSet, stage: StageRecipe, rng: np.random.Generator, step: int = 0) -> str:
-    """Kind of the next batch: drills only during ``drill_warmup``, then caption / drill / open / qa by share.
+def pick_kind(data: TrainSet, stage: StageRecipe, rng: np.random.Generator) -> str:
+    """Kind of the next batch, by the stage's shares: caption / drill / open, the rest qa.
 
     A kind with no examples gives way to qa, then caption (the data may have no drills or captions)."""
     r = rng.random()
-    if step < stage.drill_warmup * stage.steps:
-        want = "drill"
-    elif r < stage.caption_fraction:
+    if r < stage.caption_fraction:
         want = "caption"
     elif r < stage.caption_fraction + stage.drill_fraction:
         want = "drill"
@@ -97,7 +95,7 @@ def train(params: Iterable[torch.nn.Parameter], step_fn: StepFn, data: TrainSet,
     while step < stage.steps:
         for group in opt.param_groups:
             group["lr"] = lr_at(step, stage)
-        batch = data.sample(pick_kind(data, stage, rng, step), stage.batch, rng).to(device)
+        batch = data.sample(pick_kind(data, stage, rng), stage.batch, rng).to(device)
         with autocast(device):
             loss, parts = step_fn(batch)
         loss.backward()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any
 
 from vamba_eval.models.vamba.tiny import tiny_qwen2vl_config
 
@@ -59,7 +59,6 @@ class StageRecipe:
     caption_fraction: float = 0.0  # share of caption batches (the rest is QA)
     drill_fraction: float = 0.0  # share of option-binding drill batches (train/drills.py)
     open_fraction: float = 0.0  # share of open-question batches (the question without options → option text)
-    drill_warmup: float = 0.0  # leading share of the steps that are drills only (breaks the binding plateau)
     max_seconds: float = 0.0  # > 0: after 20 steps, cut ``steps`` to fit this wall-clock budget
 
 
@@ -150,16 +149,3 @@ def qwen2vl_config(m: ModelRecipe, vocab_size: int, token_ids: dict[str, int]) -
 
 def mixer_overrides(m: ModelRecipe) -> dict[str, Any]:
     return {"d_state": m.d_state, "headdim": m.headdim, "chunk_size": m.chunk_size}
-
-
-def load_recipe(path: Optional[str]) -> Optional[Recipe]:
-    """A recipe saved by an earlier stage (``recipe.json`` in the output folder)."""
-    if path is None:
-        return None
-    raw = json.loads(open(path, encoding="utf-8").read())
-    r = Recipe()
-    for section in ("data", "model", "teacher", "stage1", "stage2"):
-        setattr(r, section, type(getattr(r, section))(**raw.pop(section)))
-    for k, v in raw.items():
-        setattr(r, k, v)
-    return r
