@@ -24,6 +24,7 @@ class DataRecipe:
     caption_videos: int = 200  # extra random scripts rendered for captions only
     caption_long_frames: int = 16  # a quarter of the caption-only videos use this many frames
     template_copies: int = 1  # extra copies of each QA in a spec prompt template, options shuffled
+    vision_pairs: int = 40000  # labelled frame pairs for the vision stage (train/vision.py; 0 = no stage)
     binding_drills: int = 4  # option-binding drills per QA (train/drills.py; 0 = none)
     vocab_size: int = 1024  # BPE vocabulary (special tokens included)
     workers: int = 2
@@ -72,6 +73,12 @@ class Recipe:
     export_dtype: str = "float32"
     data: DataRecipe = field(default_factory=DataRecipe)
     model: ModelRecipe = field(default_factory=ModelRecipe)
+    # the ViT + merger on labelled frame pairs first (train/vision.py): dense perception supervision
+    vision: StageRecipe = field(default_factory=lambda: StageRecipe(
+        steps=4000, lr=2e-3, batch=256, warmup=100, max_seconds=45))
+    # after the vision stage, the ViT (not the merger) stays frozen through the teacher's video training:
+    # QA gradients through a from-scratch LM would wash out what it learnt, and its backward is saved
+    teacher_trains_vit: bool = False
     # text-only option-binding drills (blank 1-token video) before the teacher's video training: the
     # letter binding needs ~2,000–3,000 steps × 128 to leave its plateau (scripts/diagnostics/README.md)
     binding: StageRecipe = field(default_factory=lambda: StageRecipe(
@@ -101,6 +108,8 @@ def preset(name: str) -> Recipe:
         r.data.stream_workers = min(6, max(1, (os.cpu_count() or 4) - 3))
         return r
     if name == "cpu":
+        r.data.vision_pairs = 8000
+        r.vision = StageRecipe(steps=800, lr=2e-3, batch=64, warmup=50)
         r.binding = StageRecipe(steps=2500, lr=3e-3, batch=32, warmup=100, drill_fraction=1.0)
         r.teacher = StageRecipe(steps=1800, lr=2e-3, batch=16, warmup=100, caption_fraction=0.2, drill_fraction=0.15,
                                 open_fraction=0.3)
@@ -112,6 +121,8 @@ def preset(name: str) -> Recipe:
         r.data = DataRecipe(videos_per_task=1, task_videos={}, caption_videos=2, caption_long_frames=8,
                             vocab_size=400, workers=1)
         r.model = ModelRecipe(hidden=32, layers=2, intermediate=64, vision_embed=32, vision_depth=1, vision_heads=2)
+        r.data.vision_pairs = 24
+        r.vision = StageRecipe(steps=2, lr=3e-3, batch=4, warmup=0)
         r.binding = StageRecipe(steps=2, lr=3e-3, batch=4, warmup=0, drill_fraction=1.0)
         r.teacher = StageRecipe(steps=3, lr=3e-3, batch=4, warmup=0, caption_fraction=0.3)
         r.stage1 = StageRecipe(steps=2, lr=3e-3, batch=4, warmup=0, caption_fraction=1.0)

@@ -1,7 +1,8 @@
 """The stages of the recipe (shared/specs/vamba_model.md "Training recipe"), each reading the
 previous stage's checkpoint folder and writing its own:
 
-    teacher   a tiny Qwen2-VL trained from scratch on captions + QA → ``DIR/teacher``
+    teacher   a tiny Qwen2-VL trained from scratch: ViT on labelled frames (train/vision.py), option-binding
+              drills on a blank video, then captions + QA → ``DIR/teacher``
     convert   Qwen2-VL → VAMBA variant (cross-attn init, mixer) → ``DIR/converted``
     stage1    only cross_attn, vision_mixer, α; captions; LM + λ·KL(teacher ‖ student) → ``DIR/stage1``
     stage2    decoder (+ merger) on QA; ViT and lm_head frozen → ``DIR/stage2``
@@ -22,6 +23,7 @@ from vamba_eval.train.forward import (aligned_kl, batch_vision_attention, lm_los
 from vamba_eval.train.loop import Logger, train, validate
 from vamba_eval.train.recipe import Recipe, mixer_overrides, qwen2vl_config
 from vamba_eval.train.stream import StreamSet, training_set
+from vamba_eval.train.vision import run_vision
 
 STAGE1_KEYS = (".cross_attn.", ".vision_mixer.", ".alpha")
 STAGE2_FROZEN = ("visual.patch_embed.", "visual.blocks.", "lm_head.")
@@ -68,7 +70,11 @@ def run_teacher(out: Path, data_dir: Path, recipe: Recipe, device: torch.device,
         f"{data.count('qa')} QA + {data.count('caption')} caption examples" + _stream_note(recipe))
     pad = token_ids(tokenizer).video_pad
     try:
-        hist = run_binding(model, data, recipe, device, log, tokenizer)
+        hist = run_vision(model, recipe, device, log)
+        hist += run_binding(model, data, recipe, device, log, tokenizer)
+        if hist and hist[0].get("stage") == "vision" and not recipe.teacher_trains_vit:
+            frozen = freeze_vit(model)
+            log(f"[teacher] ViT frozen after the vision stage ({frozen:,} params; the merger trains)")
         hist += train(model.parameters(), teacher_step(model, pad, recipe.video_norm_penalty), data, recipe.teacher,
                       device, recipe.seed, log, "teacher")
     finally:
@@ -81,6 +87,17 @@ def run_teacher(out: Path, data_dir: Path, recipe: Recipe, device: torch.device,
     folder = ckpt.save_qwen2vl(model, Path(out) / "teacher", tokenizer)
     _write_history(folder, hist)
     return folder
+
+
+def freeze_vit(model: Any) -> int:
+    """Freeze the Qwen2-VL tower's patch embedding and blocks (not the merger); returns the frozen count."""
+    visual = getattr(model.model, "visual", None) or model.visual
+    frozen = 0
+    for name, p in visual.named_parameters():
+        if not name.startswith("merger."):
+            p.requires_grad_(False)
+            frozen += p.numel()
+    return frozen
 
 
 def run_binding(model: Any, data: TrainSet, recipe: Recipe, device: torch.device, log: Logger,
