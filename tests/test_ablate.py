@@ -158,6 +158,19 @@ def test_second_run_skips_finished_cells(ablation):
     assert _mtimes(ablation) == before
 
 
+def test_scored_cells_need_no_checkpoints(ablation, tmp_path):
+    """An ablation moved to another machine with only its teachers and run directories (the trained
+    cell checkpoints left behind) is complete: nothing is trained again."""
+    out = tmp_path / "moved"
+    shutil.copytree(ablation, out, symlinks=True, ignore=shutil.ignore_patterns("converted", "stage1", "stage2"))
+    assert not list((out / "cells").rglob("model.safetensors"))
+    n_events = len(events(out))
+    result = cli(TINY, "--out", out, "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    assert not [e for e in events(out)[n_events:] if e.get("event") in ("start", "done")]
+    assert (out / "ablation.html").is_file()
+
+
 def test_interrupted_cell_restarts_cleanly(ablation, tmp_path):
     out = tmp_path / "copy"
     shutil.copytree(ablation, out, symlinks=True)

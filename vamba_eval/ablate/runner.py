@@ -218,14 +218,24 @@ def train_cell(ctx: Context, cell: Cell, seed: int, recipe: Any, unit: Path, st:
     return train / folder[steps[-1]]
 
 
+def evaluation_id(ctx: Context, st: UnitState, model: str) -> str:
+    return digest({"unit": st.identity, "tasks": ctx.spec.tasks, "eval": ctx.spec.eval, "model": model})
+
+
+def evaluated(ctx: Context, unit: Path, st: UnitState, model: str) -> bool:
+    """The unit's evaluation under the current settings is complete (its results are on disk)."""
+    return (st.done("eval") and st.info("eval").get("id") == evaluation_id(ctx, st, model)
+            and (unit / "run" / "results.json").is_file())
+
+
 def evaluate_unit(ctx: Context, name: str, unit: Path, st: UnitState, model: str, checkpoint: Path) -> None:
     from vamba_eval.run.api import evaluate
     from vamba_eval.run.config import RunConfig
     from vamba_eval.run.store import RunDirError
 
     run_dir = unit / "run"
-    eval_id = digest({"unit": st.identity, "tasks": ctx.spec.tasks, "eval": ctx.spec.eval, "model": model})
-    if st.done("eval") and st.info("eval").get("id") == eval_id and (run_dir / "results.json").is_file():
+    eval_id = evaluation_id(ctx, st, model)
+    if evaluated(ctx, unit, st, model):
         ctx.log(f"[ablate] {name}: evaluated, reusing {run_dir}", event="skip", unit=name, step="eval")
         return
     if st.done("eval"):  # evaluated under other settings: start the run over
@@ -260,6 +270,11 @@ def run_unit(ctx: Context, cell: Cell, seed: int) -> None:
             if st.identity is not None:
                 ctx.log(f"[ablate] {name}: the spec changed for this cell (recipe, data or teacher); starting over")
             st.reset(identity, cell=cell.name, seed=seed, kind=cell.kind)
+        if cell.kind == "recipe" and evaluated(ctx, unit, st, "vamba"):
+            # scored already: its checkpoints are not needed again (an ablation moved between machines
+            # may carry only the run directories and the teachers)
+            ctx.log(f"[ablate] {name}: evaluated, reusing {unit / 'run'}", event="skip", unit=name, step="eval")
+            return
         if cell.kind == "recipe":
             checkpoint, model = train_cell(ctx, cell, seed, recipe, unit, st), "vamba"
         elif cell.kind == "teacher":

@@ -50,11 +50,14 @@ def token_ids(tokenizer: Any) -> TokenIds:
     return TokenIds(conv("<|endoftext|>"), conv("<|im_end|>"), conv("<|vision_start|>"), conv("<|video_pad|>"))
 
 
-def encode_example(tokenizer: Any, ex: dict[str, Any], eos: int) -> tuple[list[int], list[int]]:
-    """(prompt ids, reply ids + eos), tokenised apart as at inference (the prompt ends where generation starts)."""
+def encode_example(tokenizer: Any, ex: dict[str, Any], eos: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """(prompt ids, reply ids + eos), tokenised apart as at inference (the prompt ends where generation starts).
+
+    Tuples of ints, not lists: the garbage collector stops tracking them, so the ~10⁵ examples a
+    streaming stage keeps alive do not make every full collection (and the steps) slower."""
     prompt = tokenizer(qwen_chat(prompt_from_dict(ex["prompt"]), ""), add_special_tokens=False)["input_ids"]
     reply = tokenizer(ex["target"], add_special_tokens=False)["input_ids"]
-    return prompt, reply + [eos]
+    return tuple(prompt), (*reply, eos)
 
 
 class TrainSet:
@@ -106,7 +109,7 @@ class TrainSet:
         return collate_items(items, self.ids.pad, self.ids.vision_start, blank)
 
 
-Item = tuple[list[int], list[int], Any]  # prompt ids, reply ids (+ eos), frames [T, H, W, 3] (array or tensor)
+Item = tuple[tuple[int, ...], tuple[int, ...], Any]  # prompt ids, reply ids (+ eos), frames [T, H, W, 3] (array or tensor)
 
 
 def collate_items(items: list[Item], pad: int, vision_start: int, blank: Optional[tuple] = None) -> Batch:
