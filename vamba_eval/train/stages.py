@@ -112,11 +112,16 @@ def run_binding(model: Any, data: TrainSet, recipe: Recipe, device: torch.device
     text_only = BlankVideo(data, model.config.vision_config)
     # the blank clip carries nothing to learn: training the tower on it only inflates the merger's output
     # (the teacher then starts with a video-scale penalty of ~7 instead of ~0)
+    # (frozen, not just left out of the optimiser: no backward through it, no stale .grad left for the teacher)
     visual = getattr(model.model, "visual", None) or model.visual
-    tower = {id(p) for p in visual.parameters()}
-    trainable = [p for p in model.parameters() if id(p) not in tower]
-    hist = train(trainable, teacher_step(model, video_pad), text_only, recipe.binding, device, recipe.seed,
-                 log, "binding")
+    flags = [(p, p.requires_grad) for p in visual.parameters()]
+    visual.requires_grad_(False)
+    try:
+        hist = train(model.parameters(), teacher_step(model, video_pad), text_only, recipe.binding, device,
+                     recipe.seed, log, "binding")
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)
     letters = torch.tensor(tokenizer.convert_tokens_to_ids(list("ABCDEFGHIJ")), device=device)
     model.eval()
     hist.append({"stage": "binding", **validate(lambda b: teacher_forward(model, b, video_pad)[:2], text_only,

@@ -195,7 +195,7 @@ def run_vision(model: Any, recipe: Any, device: torch.device, log: Any) -> list[
     visual = getattr(model.model, "visual", None) or model.visual
     store = track_video_tokens(model)
     heads = VisionHeads(visual.config.hidden_size).to(device)  # the merger's output width
-    val = min(1024, recipe.data.vision_pairs // 8)
+    val = max(1, min(1024, recipe.data.vision_pairs // 8))  # PairSet refuses a set left with nothing to train on
     frames, labels = build_pairs(recipe.data.vision_pairs, recipe.seed, recipe.data.workers)
     pairs = PairSet(frames, labels, device, val)
     log(f"[vision] {pairs.n_train:,} labelled frame pairs ({frames.shape[2]}×{frames.shape[3]}), {val} held out")
