@@ -18,7 +18,7 @@ export PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1
 start=$(date +%s)
 ( cd /tmp && python3 -m vamba_eval.cli ablate "$SPEC" --device cuda --out "$A" --max-minutes "$MIN" "$@" 2>&1 \
   | grep --line-buffered -v "Loading weights" > "$OUT/ablate-console.log" ); rc=$?
-echo "ablate exit ${PIPESTATUS[0]:-$rc} after $(( $(date +%s) - start )) s"
+echo "ablate exit $rc (3: stopped at --max-minutes, run again) after $(( $(date +%s) - start )) s"  # pipefail: the python status
 grep -E "\] (teacher|cell) .*(done|trained|evaluated)|time budget|failed|Error" "$OUT/ablate-console.log" | tail -40
 cp "$A"/log.jsonl "$A"/ablation.html "$A"/ablation.json "$OUT/" 2>/dev/null
 for t in "$A"/teachers/*/; do tar -C "$A" -cf "$OUT/teacher-$(basename "$t").tar" "teachers/$(basename "$t")"; done

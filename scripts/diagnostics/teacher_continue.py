@@ -1,6 +1,6 @@
 """Does the teacher's lettered QA leave chance with more video steps? Continue a trained teacher.
 
-    python scripts/diagnostics/teacher_continue.py TEACHER_DIR DATA_DIR SECONDS [CHUNKS] [--set KEY=VALUE …]
+    python scripts/diagnostics/teacher_continue.py TEACHER_DIR DATA_DIR SECONDS [--chunks 4] [--set KEY=VALUE …]
 
 Loads TEACHER_DIR (its tokenizer must be DATA_DIR's), freezes the ViT as run_teacher does, and trains
 the teacher's mix (recipe ``teacher`` with the overrides) for SECONDS in CHUNKS chunks, printing the
@@ -9,6 +9,7 @@ held-out lettered and open accuracy after each; saves the result to ``$OUT/teach
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import os
 import sys
@@ -22,33 +23,35 @@ from vamba_eval.train.batches import token_ids
 from vamba_eval.train.forward import batch_vision_attention, teacher_forward
 from vamba_eval.train.loop import Logger, train, validate
 from vamba_eval.train.recipe import apply_overrides, preset
-from vamba_eval.train.stages import freeze_vit, load_tokenizer_from, teacher_step
+from vamba_eval.train.stages import _close, freeze_vit, load_tokenizer_from, teacher_step
 from vamba_eval.train.stream import training_set
 
 
 def main() -> None:
-    args = [a for a in sys.argv[1:] if not a.startswith("--set")]
-    sets = [a.split("=", 1)[1] if a.startswith("--set=") else None for a in sys.argv[1:]]
-    overrides = [s for s in sets if s]
-    teacher_dir, data_dir, seconds = Path(args[0]), Path(args[1]), float(args[2])
-    chunks = int(args[3]) if len(args) > 3 else 4
-    if (teacher_dir / "tokenizer.json").read_bytes() != (data_dir / "tokenizer" / "tokenizer.json").read_bytes():
+    p = argparse.ArgumentParser()
+    p.add_argument("teacher", type=Path)
+    p.add_argument("data", type=Path)
+    p.add_argument("seconds", type=float)
+    p.add_argument("--chunks", type=int, default=4)
+    p.add_argument("--set", dest="overrides", action="append", default=[])
+    args = p.parse_args()
+    if (args.teacher / "tokenizer.json").read_bytes() != (args.data / "tokenizer" / "tokenizer.json").read_bytes():
         sys.exit("the teacher's tokenizer is not the data's: rebuild the data with the same recipe")
-    recipe = apply_overrides(preset("gpu"), overrides)
+    recipe = apply_overrides(preset("gpu"), args.overrides)
     device = torch.device("cuda")
     torch.backends.cuda.matmul.allow_tf32 = True
-    tok = load_tokenizer_from(teacher_dir)
-    model = ckpt.load_qwen2vl(teacher_dir, device).train()
+    tok = load_tokenizer_from(args.teacher)
+    model = ckpt.load_qwen2vl(args.teacher, device).train()
     batch_vision_attention(model)
     freeze_vit(model)
-    data = training_set(data_dir, tok, data_dir / "tokenizer", recipe, device)
+    data = training_set(args.data, tok, args.data / "tokenizer", recipe, device)
     pad = token_ids(tok).video_pad
     log = Logger(None)
-    stage = dataclasses.replace(recipe.teacher, max_seconds=seconds / chunks, warmup=20)
+    stage = dataclasses.replace(recipe.teacher, max_seconds=args.seconds / args.chunks, warmup=20)
     fn = lambda b: teacher_forward(model, b, pad)[:2]  # noqa: E731
     t0 = time.perf_counter()
     try:
-        for k in range(chunks):
+        for k in range(args.chunks):
             train(model.parameters(), teacher_step(model, pad, recipe.video_norm_penalty), data, stage, device,
                   recipe.seed + k, log, f"continue{k}")
             model.eval()
@@ -56,7 +59,7 @@ def main() -> None:
             model.train()
             print(f"after chunk {k} ({time.perf_counter() - t0:.0f}s): {res}", flush=True)
     finally:
-        data.close() if hasattr(data, "close") else None
+        _close(data, log, "continue")
     ckpt.save_qwen2vl(model.eval(), Path(os.environ.get("OUT", "/tmp/out")) / "teacher", tok)
 
 

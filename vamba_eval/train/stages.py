@@ -70,9 +70,9 @@ def run_teacher(out: Path, data_dir: Path, recipe: Recipe, device: torch.device,
         f"{data.count('qa')} QA + {data.count('caption')} caption examples" + _stream_note(recipe))
     pad = token_ids(tokenizer).video_pad
     try:
-        hist = run_vision(model, recipe, device, log)
-        hist += run_binding(model, data, recipe, device, log, tokenizer)
-        if hist and hist[0].get("stage") == "vision" and not recipe.teacher_trains_vit:
+        vision = run_vision(model, recipe, device, log)
+        hist = vision + run_binding(model, data, recipe, device, log, tokenizer)
+        if vision and not recipe.teacher_trains_vit:
             frozen = freeze_vit(model)
             log(f"[teacher] ViT frozen after the vision stage ({frozen:,} params; the merger trains)")
         hist += train(model.parameters(), teacher_step(model, pad, recipe.video_norm_penalty), data, recipe.teacher,
