@@ -8,11 +8,15 @@ pkill -f "python3.*vamba_eval" ; sleep 1  # a timed-out earlier call can leave i
 rm -rf /tmp/site /tmp/eval-* /tmp/vcache  # a warm machine keeps /tmp: never run a stale copy
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .gpu_carry/*.whl || exit 1
 python3 -m pip install -q --no-deps --no-build-isolation --no-compile --target /tmp/site . || exit 1  # maps tasks/ into the package
+TEACHER=$( [ -n "${TEACHER_DIR:-}" ] && realpath "$TEACHER_DIR" )
 export PYTHONPATH=/tmp/site; cd /tmp  # run the installed copy, not the source tree
 OUT=${OUT:-/tmp/out}; RUN=/tmp/train-run; rm -rf "$RUN"
+# TEACHER_DIR (carried): a teacher from an earlier call, for STAGES="data continue" or "data convert stage1 …"
+if [ -n "$TEACHER" ]; then mkdir -p "$RUN" && cp -r "$TEACHER" "$RUN/teacher" || exit 1; fi
 nproc; nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
 # ABRT after TRAIN_LIMIT s: faulthandler prints every thread's stack instead of a silent kill
-# STAGES="data teacher": only those stages (default: all)
+# STAGES="data teacher": only those stages (default: all — with the gpu preset's 5 teacher rounds that is
+# more than one 10-minute call: split it, e.g. "data teacher", then TEACHER_DIR=… "data continue continue", …)
 for stage in ${STAGES:-all}; do
   timeout -s ABRT "${TRAIN_LIMIT:-420}" python3 -X faulthandler -m vamba_eval.train "$stage" --out "$RUN" --device cuda "$@" 2>&1 \
     | grep --line-buffered -v "Loading weights" | tee -a "$OUT/train.log"

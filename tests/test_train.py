@@ -207,7 +207,28 @@ def test_train_all_command_runs_every_stage(tmp_path):
     assert record["recipe"]["variant"] == "D" and record["recipe"]["distill_lambda"] == 0.5
     assert json.loads((tmp_path / "checkpoints" / "vamba-tiny" / "config.json").read_text())["distill_coeff"] == 0.5
     stages = [json.loads(line).get("stage") for line in (tmp_path / "log.jsonl").read_text().splitlines()]
-    assert {"data", "teacher", "convert", "stage1", "stage2", "export"} <= set(stages)
+    assert {"data", "teacher", "continue", "convert", "stage1", "stage2", "export"} <= set(stages)
+    # the test preset's two teacher rounds: round 1, then one continue round, each validated in the history
+    hist = json.loads((tmp_path / "teacher" / "history.json").read_text())
+    assert [h["stage"] for h in hist if "val_first_token_acc" in h] == ["teacher", "teacher+1"]
+    assert any(h.get("stage") == "teacher+1" and "step" in h for h in hist)
+
+
+def test_all_runs_one_continue_per_extra_teacher_round():
+    from vamba_eval.train.__main__ import all_stages
+
+    recipe = preset("test")
+    recipe.teacher_rounds = 3
+    assert all_stages(recipe) == ["data", "teacher", "continue", "continue", "convert", "stage1", "stage2", "export"]
+    recipe.teacher_rounds = 1
+    assert "continue" not in all_stages(recipe)
+
+
+def test_continue_needs_a_teacher_and_its_data(tmp_path):
+    from vamba_eval.train.__main__ import main
+
+    with pytest.raises(FileNotFoundError, match="run the teacher stage first"):
+        main(["continue", "--out", str(tmp_path), "--preset", "test"])
 
 
 # --- the bundled checkpoints ----------------------------------------------------------------------

@@ -1,10 +1,12 @@
 """Does the teacher's lettered QA leave chance with more video steps? Continue a trained teacher.
 
     python scripts/diagnostics/teacher_continue.py TEACHER_DIR DATA_DIR SECONDS [--chunks 4] [--set KEY=VALUE …]
+        [--name NAME]
 
 Loads TEACHER_DIR (its tokenizer must be DATA_DIR's), freezes the ViT as run_teacher does, and trains
-the teacher's mix (recipe ``teacher`` with the overrides) for SECONDS in CHUNKS chunks, printing the
-held-out lettered and open accuracy after each; saves the result to ``$OUT/teacher``.
+the teacher's mix (recipe ``teacher`` with the overrides, the answer-content loss as the recipe sets it)
+for SECONDS in CHUNKS chunks, printing the held-out lettered and open accuracy after each; saves the
+result to ``$OUT/teacher`` (with --name: ``$OUT/teacher-NAME.tar``, for runs side by side).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from vamba_eval.train.batches import token_ids
 from vamba_eval.train.forward import batch_vision_attention, teacher_forward
 from vamba_eval.train.loop import Logger, train, validate
 from vamba_eval.train.recipe import apply_overrides, preset
-from vamba_eval.train.stages import _close, freeze_vit, load_tokenizer_from, teacher_step
+from vamba_eval.train.stages import _close, aux_setting, freeze_vit, load_tokenizer_from, teacher_step
 from vamba_eval.train.stream import training_set
 
 
@@ -34,6 +36,7 @@ def main() -> None:
     p.add_argument("seconds", type=float)
     p.add_argument("--chunks", type=int, default=4)
     p.add_argument("--set", dest="overrides", action="append", default=[])
+    p.add_argument("--name", default="")
     args = p.parse_args()
     if (args.teacher / "tokenizer.json").read_bytes() != (args.data / "tokenizer" / "tokenizer.json").read_bytes():
         sys.exit("the teacher's tokenizer is not the data's: rebuild the data with the same recipe")
@@ -52,15 +55,25 @@ def main() -> None:
     t0 = time.perf_counter()
     try:
         for k in range(args.chunks):
-            train(model.parameters(), teacher_step(model, pad, recipe.video_norm_penalty), data, stage, device,
-                  recipe.seed + k, log, f"continue{k}")
+            train(model.parameters(), teacher_step(model, pad, recipe.video_norm_penalty, aux_setting(recipe)), data,
+                  stage, device, recipe.seed + k, log, f"{args.name}continue{k}")
             model.eval()
             res = {**validate(fn, data, device, size=64), **validate(fn, data, device, size=64, kind="open")}
             model.train()
-            print(f"after chunk {k} ({time.perf_counter() - t0:.0f}s): {res}", flush=True)
+            print(f"[{args.name}] after chunk {k} ({time.perf_counter() - t0:.0f}s): {res}", flush=True)
     finally:
         _close(data, log, "continue")
-    ckpt.save_qwen2vl(model.eval(), Path(os.environ.get("OUT", "/tmp/out")) / "teacher", tok)
+    out = Path(os.environ.get("OUT", "/tmp/out"))
+    if not args.name:
+        ckpt.save_qwen2vl(model.eval(), out / "teacher", tok)
+        return
+    import shutil
+    import tarfile
+
+    folder = ckpt.save_qwen2vl(model.eval(), Path("/tmp") / f"continued-{args.name}" / "teacher", tok)
+    with tarfile.open(out / f"teacher-{args.name}.tar", "w") as tar:
+        tar.add(folder, arcname="teacher")
+    shutil.rmtree(folder.parent)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ import torch
 from vamba_eval.train.loop import Logger
 from vamba_eval.train.recipe import Recipe, apply_overrides, preset
 
-STAGES = ("data", "teacher", "convert", "stage1", "stage2", "export")
+STAGES = ("data", "teacher", "continue", "convert", "stage1", "stage2", "export")
 
 
 def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
@@ -79,6 +79,8 @@ def run(stage: str, args: argparse.Namespace, recipe: Recipe, log: Logger) -> No
         run_data(args, recipe, log)
     elif stage == "teacher":
         stages.run_teacher(args.out, data, recipe, device, log)
+    elif stage == "continue":
+        stages.continue_teacher(args.out, data, recipe, device, log)
     elif stage == "convert":
         stages.run_convert(args.out, recipe, log)
     elif stage in ("stage1", "stage2"):
@@ -89,6 +91,12 @@ def run(stage: str, args: argparse.Namespace, recipe: Recipe, log: Logger) -> No
             export.install(args.out, log)
     log(f"[{stage}] done in {time.perf_counter() - t0:.1f}s on {device}", stage=stage,
         seconds=round(time.perf_counter() - t0, 1), device=str(device))
+
+
+def all_stages(recipe: Recipe) -> list[str]:
+    """Every stage in order, ``continue`` once per teacher round after the first."""
+    rounds = max(1, recipe.teacher_rounds)
+    return [s for stage in STAGES for s in ([stage] * (rounds - 1) if stage == "continue" else [stage])]
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -107,7 +115,7 @@ def main(argv: Optional[list[str]] = None) -> int:
 
         install(args.out, log)
         return 0
-    for stage in (STAGES if args.stage == "all" else (args.stage,)):
+    for stage in (all_stages(recipe) if args.stage == "all" else (args.stage,)):
         run(stage, args, recipe, log)
     return 0
 

@@ -10,7 +10,8 @@ Layout of ``DIR``::
 
     videos.json                 {"groups": {"8x84x168": count, …}, "videos": [[group, row], …]}
     frames-<T>x<H>x<W>.u8.xz    lzma-compressed uint8 [count, T, H, W, 3] per frame shape
-    examples.jsonl              {"kind": "qa"|"caption", "source", "video", "prompt", "target"}
+    examples.jsonl              {"kind": "qa"|"open"|"drill"|"caption", "source", "video", "prompt", "target",
+                                 "answer" (the gold option's text, where there is one)}
     .complete
 """
 
@@ -28,7 +29,8 @@ from typing import Any, Iterator, Optional
 
 import numpy as np
 
-from vamba_eval.train.formats import CAPTION_PROMPT, gold_response, open_question, prompt_dict, template_variant
+from vamba_eval.train.formats import (CAPTION_PROMPT, gold_response, gold_text, open_question, prompt_dict,
+                                      template_variant)
 from vamba_eval.train.recipe import DataRecipe
 from vamba_eval.types import Prompt
 
@@ -123,18 +125,19 @@ def task_chunk(task_name: str, seed: int, copies: int, fast: bool = False, drill
             if not sample.answer or not sample.options:
                 continue  # unlabelled / open-ended items: nothing to supervise
             prompt = task.prompt(sample, PromptContext(times, False))
+            answer = gold_text(sample)  # the answer's content, whatever the reply format (answer_token)
             examples.append({"kind": "qa", "source": task_name, "video": vid, "prompt": prompt_dict(prompt),
-                             "target": gold_response(task, sample, prompt)})
+                             "target": gold_response(task, sample, prompt), "answer": answer})
             for _ in range(copies):
                 variant = template_variant(sample, rng)
                 if variant is not None:
                     examples.append({"kind": "qa", "source": f"{task_name}:template", "video": vid,
-                                     "prompt": prompt_dict(variant[0]), "target": variant[1]})
+                                     "prompt": prompt_dict(variant[0]), "target": variant[1], "answer": answer})
             examples.extend(drill_examples(task, sample, vid, times, drills, rng))
             opened = open_question(sample)
             if opened is not None:
                 examples.append({"kind": "open", "source": f"{task_name}:open", "video": vid,
-                                 "prompt": prompt_dict(opened[0]), "target": opened[1]})
+                                 "prompt": prompt_dict(opened[0]), "target": opened[1], "answer": answer})
     return frames, examples
 
 

@@ -12,6 +12,8 @@ learnt in the formats it is used in:
 
     list   "List every option, each followed by its letter."  →  "Options: BOX (C), CIRCLE (A), …" (random order)
     find   "Which option is exactly BOX?"                     →  the official gold reply for that letter
+
+A find drill also carries ``answer`` (the asked text) for the answer-content loss (forward.answer_aux_loss).
 """
 
 from __future__ import annotations
@@ -71,5 +73,5 @@ def drill_examples(task: Any, sample: Sample, video: int, times: tuple[float, ..
             prompt = task.prompt(drill, PromptContext(times, False))
             target = gold_response(task, drill, prompt)
         out.append({"kind": "drill", "source": f"{task.name}:drill", "video": video, "prompt": prompt_dict(prompt),
-                    "target": target})
+                    "target": target, **({} if k % 2 == 0 else {"answer": shuffled[pick]})})
     return out

@@ -43,9 +43,16 @@ def option_texts(sample: Sample) -> list[str]:
     return out
 
 
+def gold_text(sample: Sample) -> str:
+    """The gold option's text ("" without options or a gold letter)."""
+    if not sample.options or not sample.answer:
+        return ""
+    return option_texts(sample)[ord(sample.answer) - ord("A")]
+
+
 def candidate_replies(sample: Sample, prompt: Prompt) -> list[str]:
     letter = sample.answer
-    text = option_texts(sample)[ord(letter) - ord("A")] if sample.options else ""
+    text = gold_text(sample)
     first = [f"{letter}) {text}"] if prompt.assistant_prefix.rstrip().endswith("(") else []
     return first + [letter, f"({letter}) {text}", f"{letter}. {text}", f"{letter}) {text}"]
 
@@ -92,7 +99,7 @@ def open_question(sample: Sample) -> Optional[tuple[Prompt, str]]:
     asks about, supervised densely and apart from the letter binding."""
     if not sample.options or not sample.answer:
         return None
-    return Prompt(user=f"Question: {sample.question}\n{OPEN_SUFFIX}"), option_texts(sample)[ord(sample.answer) - 65]
+    return Prompt(user=f"Question: {sample.question}\n{OPEN_SUFFIX}"), gold_text(sample)
 
 
 def prompt_dict(prompt: Prompt) -> dict[str, Any]:

@@ -26,8 +26,10 @@ def batch_pixels(frames: torch.Tensor, vision_cfg: Any) -> tuple[torch.Tensor, A
                     vision_cfg.spatial_merge_size)
 
 
-def student_logits(model: Any, batch: Batch, stats: Optional[dict[str, torch.Tensor]] = None) -> torch.Tensor:
-    """VAMBA logits [b, L, V] for a batch of (text, video) pairs; ``stats["video"]``: the layer-0 video stream."""
+def student_logits(model: Any, batch: Batch, stats: Optional[dict[str, torch.Tensor]] = None,
+                   keep_layer: int = 0) -> torch.Tensor:
+    """VAMBA logits [b, L, V] for a batch of (text, video) pairs; ``stats["video"]``: the layer-0 video stream;
+    ``keep_layer`` = k > 0: ``stats["layer"]`` is the text stream [b, L, d] after the first k decoder layers."""
     vcfg = model.hf_config.vision_config
     pixels, grid = batch_pixels(batch.frames, vcfg)
     tokens = encode_frames(model.visual, pixels, grid, model._block_fn)  # [b·M, d]
@@ -40,6 +42,8 @@ def student_logits(model: Any, batch: Batch, stats: Optional[dict[str, torch.Ten
     last = len(model.layers) - 1
     for i, layer in enumerate(model.layers):
         h, v = layer(h, v, pe, video_rope=None, q_rope=q_rope, update_video=i < last)
+        if stats is not None and i + 1 == keep_layer:
+            stats["layer"] = h
     return model.lm_head(model.model.norm(h))
 
 
@@ -117,6 +121,41 @@ def track_video_tokens(model: Any) -> dict[str, torch.Tensor]:
         visual.merger.register_forward_hook(lambda mod, args, out: store.__setitem__("video", out))
         visual.merger._video_store = store
     return visual.merger._video_store
+
+
+def track_layer(model: Any, k: int) -> dict[str, torch.Tensor]:
+    """Keep the Qwen2-VL text stream after its first ``k`` decoder layers [b, L + N, d] under "layer"."""
+    layers = model.model.language_model.layers if hasattr(model.model, "language_model") else model.model.layers
+    if not 1 <= k < len(layers):
+        raise ValueError(f"answer_aux_layer={k}: pick 1 … {len(layers) - 1} (a layer below the last of {len(layers)})")
+    layer = layers[k - 1]
+    if getattr(layer, "_vamba_store", None) is None:
+        store: dict[str, torch.Tensor] = {}
+        layer.register_forward_hook(
+            lambda mod, args, out: store.__setitem__("layer", out[0] if isinstance(out, tuple) else out))
+        layer._vamba_store = store
+    return layer._vamba_store
+
+
+def answer_aux_loss(hidden: torch.Tensor, norm: Any, lm_head: Any, labels: torch.Tensor,
+                    answer: Optional[torch.Tensor]) -> tuple[torch.Tensor, float]:
+    """Cross-entropy of the answer's content token (``batches.answer_token``) read from a MIDDLE layer's
+    state at the position that starts the reply, through the model's own final norm and lm_head.
+
+    Why (issue 6, scripts/diagnostics/README.md): the tiny LM learns the answer from the video (open
+    questions) and the letter of a named option (drills), but not their composition — one letter token
+    per question. Asking layer k for the answer's content makes it one interface: the layers below put
+    the answer there (from the video, or copied from a drill's question), the layers above find the option
+    that carries it and write its letter. Returns (loss, accuracy); (0, nan) without answers in the batch.
+    ``hidden`` [b, L, d] and ``labels`` [b, L] are in the same sequence coordinates."""
+    if answer is None or not bool((answer != IGNORE).any()):
+        return hidden.new_zeros(()).float(), float("nan")
+    sup = labels[:, 1:] != IGNORE  # [b, L-1]
+    rows = torch.nonzero((answer != IGNORE) & sup.any(1)).squeeze(1)  # [r]
+    pos = sup.float().argmax(1)[rows]  # [r] the position predicting the reply's first token
+    logits = lm_head(norm(hidden[rows, pos])).float()  # [r, V]
+    gold = answer[rows]
+    return F.cross_entropy(logits, gold), float((logits.argmax(-1) == gold).float().mean())
 
 
 def video_scale_penalty(video: torch.Tensor, target: float = 1.0) -> torch.Tensor:

@@ -3,6 +3,7 @@ previous stage's checkpoint folder and writing its own:
 
     teacher   a tiny Qwen2-VL trained from scratch: ViT on labelled frames (train/vision.py), option-binding
               drills on a blank video, then captions + QA → ``DIR/teacher``
+    continue  one more round of the teacher's captions + QA on ``DIR/teacher`` (``Recipe.teacher_rounds``)
     convert   Qwen2-VL → VAMBA variant (cross-attn init, mixer) → ``DIR/converted``
     stage1    only cross_attn, vision_mixer, α; captions; LM + λ·KL(teacher ‖ student) → ``DIR/stage1``
     stage2    decoder (+ merger) on QA; ViT and lm_head frozen → ``DIR/stage2``
@@ -10,6 +11,7 @@ previous stage's checkpoint folder and writing its own:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any, Optional
@@ -18,8 +20,8 @@ import torch
 
 from vamba_eval.train import ckpt
 from vamba_eval.train.batches import Batch, BlankVideo, TrainSet, token_ids
-from vamba_eval.train.forward import (aligned_kl, batch_vision_attention, lm_loss, student_logits, teacher_forward,
-                                      track_video_tokens, video_scale_penalty)
+from vamba_eval.train.forward import (aligned_kl, answer_aux_loss, batch_vision_attention, lm_loss, student_logits,
+                                      teacher_forward, track_layer, track_video_tokens, video_scale_penalty)
 from vamba_eval.train.loop import Logger, train, validate
 from vamba_eval.train.recipe import Recipe, mixer_overrides, qwen2vl_config
 from vamba_eval.train.stream import StreamSet, training_set
@@ -47,21 +49,43 @@ def new_teacher(recipe: Recipe, tokenizer: Any, seed: int) -> Any:
     return Qwen2VLForConditionalGeneration(cfg)
 
 
-def teacher_step(model: Any, video_pad: int, norm_weight: float = 0.0):
-    """LM loss (+ ``norm_weight`` · video-token scale penalty, see ``forward.video_scale_penalty``)."""
+def teacher_step(model: Any, video_pad: int, norm_weight: float = 0.0, aux: tuple[float, int] = (0.0, 0)):
+    """LM loss (+ ``norm_weight`` · video-token scale penalty, see ``forward.video_scale_penalty``)
+    (+ ``aux`` = (weight, layer k): weight · the answer-content loss at layer k, ``forward.answer_aux_loss``)."""
     store = track_video_tokens(model)
+    weight, layer = aux
+    hidden = track_layer(model, layer) if weight else {}
+    lm_model = model.model.language_model if hasattr(model.model, "language_model") else model.model
 
     def step(batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
         logits, labels, _ = teacher_forward(model, batch, video_pad)
         lm = lm_loss(logits, labels)
-        if not norm_weight:
-            return lm, {"lm": float(lm.detach())}
-        pen = video_scale_penalty(store["video"])
-        return lm + norm_weight * pen, {"lm": float(lm.detach()), "video_pen": float(pen.detach())}
+        loss, parts = lm, {"lm": float(lm.detach())}
+        if norm_weight:
+            pen = video_scale_penalty(store["video"])
+            loss, parts["video_pen"] = loss + norm_weight * pen, float(pen.detach())
+        if weight:
+            loss, parts = _add_aux(loss, parts, weight, *answer_aux_loss(hidden["layer"], lm_model.norm,
+                                                                         model.lm_head, labels, batch.answer))
+        return loss, parts
     return step
 
 
+def _add_aux(loss: torch.Tensor, parts: dict[str, float], weight: float, aux: torch.Tensor,
+             acc: float) -> tuple[torch.Tensor, dict[str, float]]:
+    if acc == acc:  # not nan: the batch has answers (captions and drill listings have none)
+        parts = {**parts, "aux": float(aux.detach()), "aux_acc": acc}
+    return loss + weight * aux, parts
+
+
+def aux_setting(recipe: Recipe) -> tuple[float, int]:
+    """(weight, layer) of the answer-content loss; (0, 0) when off."""
+    return (recipe.answer_aux_weight, recipe.answer_aux_layer) if recipe.answer_aux_weight > 0 else (0.0, 0)
+
+
 def run_teacher(out: Path, data_dir: Path, recipe: Recipe, device: torch.device, log: Logger) -> Path:
+    """Round 1 of the teacher: vision stage, binding drills, then ``recipe.teacher`` on video (``continue_teacher``
+    runs the further rounds, one process — or one GPU lease — each)."""
     tokenizer = load_tokenizer(data_dir)
     data = training_set(data_dir, tokenizer, Path(data_dir) / "tokenizer", recipe, device)
     model = new_teacher(recipe, tokenizer, recipe.seed).to(device).train()
@@ -75,16 +99,53 @@ def run_teacher(out: Path, data_dir: Path, recipe: Recipe, device: torch.device,
         if vision and not recipe.teacher_trains_vit:
             frozen = freeze_vit(model)
             log(f"[teacher] ViT frozen after the vision stage ({frozen:,} params; the merger trains)")
-        hist += train(model.parameters(), teacher_step(model, pad, recipe.video_norm_penalty), data, recipe.teacher,
-                      device, recipe.seed, log, "teacher")
+        hist += train(model.parameters(), teacher_step(model, pad, recipe.video_norm_penalty, aux_setting(recipe)),
+                      data, recipe.teacher, device, recipe.seed, log, "teacher")
     finally:
         _close(data, log, "teacher")
+    return _finish_teacher(model, data, device, log, Path(out), tokenizer, hist, "teacher")
+
+
+def continue_teacher(out: Path, data_dir: Path, recipe: Recipe, device: torch.device, log: Logger) -> Path:
+    """One more round of ``recipe.teacher`` on the saved ``OUT/teacher`` (ViT frozen as in round 1), saved back
+    in place with its history extended. The letter composition leaves chance only after several thousand
+    video steps (scripts/diagnostics/README.md, session 6): more than one GPU lease's worth."""
+    folder = Path(out) / "teacher"
+    if not (folder / "model.safetensors").is_file():
+        raise FileNotFoundError(f"{folder}: no teacher to continue; run the teacher stage first "
+                                f"(python -m vamba_eval.train teacher --out {out})")
+    if (folder / "tokenizer.json").read_bytes() != (Path(data_dir) / "tokenizer" / "tokenizer.json").read_bytes():
+        raise ValueError(f"{folder}'s tokenizer is not {data_dir}'s: continue with the data the teacher was "
+                         "trained on (same recipe → same data; pass --data)")
+    tokenizer = load_tokenizer_from(folder)
+    hist = json.loads((folder / "history.json").read_text(encoding="utf-8"))
+    rounds = 1 + sum(1 for h in hist if str(h.get("stage", "")).startswith("teacher+") and "step" not in h)
+    model = ckpt.load_qwen2vl(folder, device).train()
+    batch_vision_attention(model)
+    if not recipe.teacher_trains_vit:
+        freeze_vit(model)
+    data = training_set(data_dir, tokenizer, Path(data_dir) / "tokenizer", recipe, device)
+    pad = token_ids(tokenizer).video_pad
+    name = f"teacher+{rounds}"
+    stage = dataclasses.replace(recipe.teacher, warmup=min(recipe.teacher.warmup, 20))
+    try:
+        hist += train(model.parameters(), teacher_step(model, pad, recipe.video_norm_penalty, aux_setting(recipe)),
+                      data, stage, device, recipe.seed + rounds, log, name)
+    finally:
+        _close(data, log, name)
+    return _finish_teacher(model, data, device, log, Path(out), tokenizer, hist, name)
+
+
+def _finish_teacher(model: Any, data: TrainSet, device: torch.device, log: Logger, out: Path, tokenizer: Any,
+                    hist: list[dict[str, Any]], name: str) -> Path:
+    """Held-out lettered + open accuracy, then save ``OUT/teacher`` with its history."""
+    pad = token_ids(tokenizer).video_pad
     model.eval()
     logits_fn = lambda b: teacher_forward(model, b, pad)[:2]  # noqa: E731
-    hist.append({"stage": "teacher", **validate(logits_fn, data, device),
+    hist.append({"stage": name, **validate(logits_fn, data, device),
                  **(validate(logits_fn, data, device, kind="open") if data.count("open", "val") else {})})
-    log(f"[teacher] held-out {hist[-1]}", **hist[-1])
-    folder = ckpt.save_qwen2vl(model, Path(out) / "teacher", tokenizer)
+    log(f"[{name}] held-out {hist[-1]}", **hist[-1])
+    folder = ckpt.save_qwen2vl(model, out / "teacher", tokenizer)
     _write_history(folder, hist)
     return folder
 
@@ -117,7 +178,8 @@ def run_binding(model: Any, data: TrainSet, recipe: Recipe, device: torch.device
     flags = [(p, p.requires_grad) for p in visual.parameters()]
     visual.requires_grad_(False)
     try:
-        hist = train(model.parameters(), teacher_step(model, video_pad), text_only, recipe.binding, device,
+        hist = train(model.parameters(), teacher_step(model, video_pad, aux=aux_setting(recipe)), text_only,
+                     recipe.binding, device,
                      recipe.seed, log, "binding")
     finally:
         for p, flag in flags:
@@ -167,17 +229,23 @@ def set_trainable(model: torch.nn.Module, stage: str) -> list[str]:
 
 
 def student_step(model: Any, teacher: Optional[Any], lam: float, topk: int, video_pad: int,
-                 norm_weight: float = 0.0):
+                 norm_weight: float = 0.0, aux: tuple[float, int] = (0.0, 0)):
     """LM loss, plus λ·top-k KL to the teacher when λ > 0 (λ = 0 is exactly the LM loss), plus the
-    video-scale penalty when the merger trains (``norm_weight`` > 0)."""
+    video-scale penalty when the merger trains (``norm_weight`` > 0), plus the answer-content loss
+    (``aux`` = (weight, layer), as the teacher's)."""
+    weight, layer = aux
+
     def step(batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
         stats: dict[str, torch.Tensor] = {}
-        logits = student_logits(model, batch, stats)
+        logits = student_logits(model, batch, stats, keep_layer=layer if weight else 0)
         lm = lm_loss(logits, batch.labels)
         loss, parts = lm, {"lm": float(lm.detach())}
         if norm_weight:
             pen = video_scale_penalty(stats["video"])
             loss, parts["video_pen"] = loss + norm_weight * pen, float(pen.detach())
+        if weight:
+            loss, parts = _add_aux(loss, parts, weight, *answer_aux_loss(stats["layer"], model.model.norm,
+                                                                         model.lm_head, batch.labels, batch.answer))
         if teacher is None or lam == 0:
             return loss, parts
         with torch.no_grad():
@@ -203,7 +271,9 @@ def run_student(out: Path, data_dir: Path, recipe: Recipe, device: torch.device,
     n_train = sum(p.numel() for n, p in model.named_parameters() if n in set(names))
     log(f"[{stage}] training {len(names)} tensors ({n_train:,} params); λ={lam}" + _stream_note(recipe))
     norm_weight = recipe.video_norm_penalty if stage == "stage2" else 0.0  # stage 1 does not train the merger
-    step = student_step(model, teacher, lam, recipe.distill_topk, token_ids(tokenizer).video_pad, norm_weight)
+    # the answer-content loss in stage 2 only: stage 1 trains on captions (no answers) and λ = 0 must stay the LM loss
+    aux = aux_setting(recipe) if stage == "stage2" else (0.0, 0)
+    step = student_step(model, teacher, lam, recipe.distill_topk, token_ids(tokenizer).video_pad, norm_weight, aux)
     settings = recipe.stage1 if stage == "stage1" else recipe.stage2
     before = {"stage": f"{stage}:before", **_validate_student(model, data, device)}
     log(f"[{stage}] held-out before {before}", **before)
