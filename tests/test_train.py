@@ -12,11 +12,10 @@ import torch
 
 from vamba_eval.train import ckpt
 from vamba_eval.train.batches import IGNORE, TrainSet, token_ids
-from vamba_eval.train.data import task_chunk, write_data
 from vamba_eval.train.forward import aligned_kl, lm_loss, student_logits, teacher_forward, topk_kl
-from vamba_eval.train.recipe import mixer_overrides, preset
-from vamba_eval.train.stages import STAGE1_KEYS, new_teacher, set_trainable, student_step, teacher_step
-from vamba_eval.train.tokenizer import train_bpe, training_texts
+from vamba_eval.train.recipe import preset
+from vamba_eval.train.stages import STAGE1_KEYS, set_trainable, student_step, teacher_step
+from train_data import teacher_and_student, write_releases  # tests/train_data.py
 
 PACKAGE_CKPTS = Path(__file__).resolve().parent.parent / "vamba_eval" / "checkpoints"
 MAX_CKPT_BYTES = 12 * 2**20  # "a few MB"
@@ -27,15 +26,9 @@ MAX_CKPT_BYTES = 12 * 2**20  # "a few MB"
 def setup(tmp_path_factory):
     """One lvbench training release (seed 1000), its tokenizer, a tiny teacher and its VAMBA variant D."""
     folder = tmp_path_factory.mktemp("train") / "data"
-    frames, examples = task_chunk("lvbench", 1000, 1)
-    write_data(folder, {"8x84x168": frames}, [("8x84x168", i) for i in range(len(frames))], examples, ["lvbench"])
-    tok = train_bpe(training_texts(examples), 400)
+    _, tok = write_releases(folder, ("lvbench",), 1000, copies=1, fast=False, vocab=400)
     data = TrainSet(folder, tok, holdout_every=0)
-    recipe = preset("test")
-    teacher = new_teacher(recipe, tok, 0)
-    from vamba_eval.models.vamba.convert import vamba_from_qwen2vl
-
-    student = vamba_from_qwen2vl(teacher, "self_attn", "mamba2", 0, mixer_overrides(recipe.model))
+    _, teacher, student = teacher_and_student(tok)
     qa = [i for i, e in enumerate(data.examples) if e["kind"] == "qa"][:4]
     return {"tok": tok, "data": data, "teacher": teacher, "student": student, "batch": data.collate(qa)}
 

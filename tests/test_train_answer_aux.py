@@ -12,19 +12,19 @@ import torch
 import torch.nn.functional as F
 
 from vamba_eval.train.batches import IGNORE, TrainSet, answer_token, collate_items, encode_example, token_ids
-from vamba_eval.train.data import task_chunk, write_data
 from vamba_eval.train.forward import answer_aux_loss, track_layer
-from vamba_eval.train.recipe import mixer_overrides, preset
-from vamba_eval.train.stages import aux_setting, new_teacher, student_step, teacher_step
-from vamba_eval.train.tokenizer import train_bpe, training_texts
+from vamba_eval.train.recipe import preset
+from vamba_eval.train.stages import aux_setting, student_step, teacher_step
+from train_data import teacher_and_student, write_releases  # tests/train_data.py
 
 OPTION_LINE = re.compile(r"^\(?([A-J])[\)\.:]\s*(.+)$", re.M)
 
 
 @pytest.fixture(scope="module")
-def release():
-    frames, examples = task_chunk("videomme", 1000, 1, fast=True, drills=2)
-    return frames, examples, train_bpe(training_texts(examples), 500)
+def release(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("aux") / "data"
+    examples, tok = write_releases(folder, ("videomme",), 1000, copies=1, drills=2)
+    return folder, examples, tok
 
 
 def _options(user: str) -> dict[str, str]:
@@ -85,16 +85,10 @@ def test_items_without_an_answer_collate_to_ignore() -> None:
 
 
 @pytest.fixture(scope="module")
-def models(release, tmp_path_factory):
-    frames, examples, tok = release
-    folder = tmp_path_factory.mktemp("aux") / "data"
-    write_data(folder, {"8x84x168": frames}, [("8x84x168", i) for i in range(len(frames))], examples, ["videomme"])
+def models(release):
+    folder, _, tok = release
     data = TrainSet(folder, tok, holdout_every=0)
-    recipe = preset("test")
-    teacher = new_teacher(recipe, tok, 0)
-    from vamba_eval.models.vamba.convert import vamba_from_qwen2vl
-
-    student = vamba_from_qwen2vl(teacher, "self_attn", "mamba2", 0, mixer_overrides(recipe.model))
+    recipe, teacher, student = teacher_and_student(tok)
     qa = [i for i, e in enumerate(data.examples) if e["kind"] == "qa"][:4]
     return {"tok": tok, "recipe": recipe, "teacher": teacher, "student": student, "batch": data.collate(qa)}
 
@@ -123,7 +117,11 @@ def test_student_step_adds_the_answer_loss(models) -> None:
     assert float(both) == pytest.approx(float(plain) + 2.0 * parts["aux"], rel=1e-5)
 
 
-def test_answer_loss_off_is_the_plain_recipe() -> None:
+def test_answer_loss_off_is_the_plain_recipe_and_a_bad_layer_is_named() -> None:
     recipe = preset("gpu")
+    assert aux_setting(recipe) == (1.0, 2)
+    recipe.answer_aux_layer = recipe.model.layers  # the output layer: nothing left above it to find the letter
+    with pytest.raises(ValueError, match="answer_aux_layer=4: pick 1 … 3"):
+        aux_setting(recipe)
     recipe.answer_aux_weight = 0.0
     assert aux_setting(recipe) == (0.0, 0)

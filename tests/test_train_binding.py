@@ -9,27 +9,19 @@ import torch
 
 from vamba_eval.registry import get_task
 from vamba_eval.train.batches import IGNORE, BlankVideo, TrainSet, token_ids
-from vamba_eval.train.data import task_chunk, write_data
 from vamba_eval.train.formats import OPEN_SUFFIX, open_question, option_texts
 from vamba_eval.train.forward import teacher_forward
 from vamba_eval.train.loop import validate
 from vamba_eval.train.recipe import StageRecipe, preset
 from vamba_eval.train.stages import new_teacher, run_binding
-from vamba_eval.train.tokenizer import train_bpe, training_texts
+from train_data import write_releases  # tests/train_data.py
 
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     """Two releases (lvbench, mlvu) with drills and open questions; every 2nd video held out."""
     folder = tmp_path_factory.mktemp("binding") / "data"
-    frames, examples = [], []
-    for task in ("lvbench", "mlvu"):
-        f, e = task_chunk(task, 1001, 0, fast=True, drills=2)
-        examples += [{**x, "video": x["video"] + len(frames)} for x in e]
-        frames += f
-    write_data(folder, {"8x84x168": frames}, [("8x84x168", i) for i in range(len(frames))], examples,
-               ["lvbench", "mlvu"])
-    tok = train_bpe(training_texts(examples), 500)
+    examples, tok = write_releases(folder, ("lvbench", "mlvu"), 1001, drills=2)
     return {"tok": tok, "data": TrainSet(folder, tok, holdout_every=2), "examples": examples,
             "teacher": new_teacher(preset("test"), tok, 0)}
 

@@ -4,7 +4,6 @@ and how the stage sits in ``run_teacher`` (ViT frozen after it, untouched by the
 
 from __future__ import annotations
 
-import copy
 import json
 
 import numpy as np
@@ -15,11 +14,12 @@ import torch.nn.functional as F
 from vamba_eval.synth.render import render_frame
 from vamba_eval.synth.world import (COLOR_NAMES, COLORS, DIGITS, SHAPE_KINDS, WORDS, Event, Scene, Shape,
                                     VideoScript, random_script)
-from vamba_eval.train.data import task_chunk, write_data, yuv420
+from vamba_eval.train.data import yuv420
 from vamba_eval.train.loop import Logger
 from vamba_eval.train.recipe import ModelRecipe, StageRecipe, preset
 from vamba_eval.train.stages import freeze_vit, new_teacher, run_binding, run_teacher
-from vamba_eval.train.tokenizer import train_bpe, training_texts
+from vamba_eval.train.tokenizer import train_bpe
+from train_data import write_releases  # tests/train_data.py
 from vamba_eval.train.vision import (CLASSES, MAX_TICKS, N_LABELS, PAIRS_PER_JOB, SHAPE_PAIRS, TEXTS, VISION_SEED0,
                                      build_pairs, frame_labels, frame_size, head_accuracy, head_losses, render_pairs,
                                      run_vision)
@@ -56,14 +56,7 @@ def binding_data(tmp_path_factory):
     from vamba_eval.train.batches import TrainSet
 
     folder = tmp_path_factory.mktemp("vision") / "data"
-    frames, examples = [], []
-    for task in ("lvbench", "mlvu"):
-        f, e = task_chunk(task, 1001, 0, fast=True, drills=2)
-        examples += [{**x, "video": x["video"] + len(frames)} for x in e]
-        frames += f
-    write_data(folder, {"8x84x168": frames}, [("8x84x168", i) for i in range(len(frames))], examples,
-               ["lvbench", "mlvu"])
-    tok = train_bpe(training_texts(examples), 500)
+    _, tok = write_releases(folder, ("lvbench", "mlvu"), 1001, drills=2)
     tok.save_pretrained(str(folder / "tokenizer"))
     return {"folder": folder, "tok": tok, "data": TrainSet(folder, tok, holdout_every=2)}
 

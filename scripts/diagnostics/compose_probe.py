@@ -12,7 +12,6 @@ drills 15 %. A plain Qwen2 LM (the teacher's text tower). Held-out: fresh random
 Needs the tokenizer of `python -m vamba_eval.train data --out build/train` (or --tokenizer DIR).
 """
 import argparse
-import sys
 import time
 from pathlib import Path
 

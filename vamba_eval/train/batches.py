@@ -148,8 +148,9 @@ def collate_items(items: list[Item], pad: int, vision_start: int, blank: Optiona
 
 
 def _stack(frames: list[Any]) -> torch.Tensor:
-    """Stack the videos: numpy arrays (fresh stream items) with numpy — one plain copy; torch's threaded
-    stack of ~40 MB took ~1.8 s per batch with three trainers and their stream workers on 16 cores."""
+    """Stack the videos: numpy arrays (fresh stream items) with numpy — one plain copy. With three trainers
+    (16 torch threads each) and their stream workers on 16 cores, steps took 1.9 s with the trainers
+    caught in torch.stack here (scripts/diagnostics/README.md, session 6)."""
     if isinstance(frames[0], np.ndarray):
         return torch.from_numpy(np.stack(frames))
     return torch.stack([torch.as_tensor(f) for f in frames])

@@ -79,8 +79,14 @@ def _add_aux(loss: torch.Tensor, parts: dict[str, float], weight: float, aux: to
 
 
 def aux_setting(recipe: Recipe) -> tuple[float, int]:
-    """(weight, layer) of the answer-content loss; (0, 0) when off."""
-    return (recipe.answer_aux_weight, recipe.answer_aux_layer) if recipe.answer_aux_weight > 0 else (0.0, 0)
+    """(weight, layer) of the answer-content loss; (0, 0) when off. The layer must be a middle one."""
+    if recipe.answer_aux_weight <= 0:
+        return (0.0, 0)
+    if not 1 <= recipe.answer_aux_layer < recipe.model.layers:
+        raise ValueError(f"answer_aux_layer={recipe.answer_aux_layer}: pick 1 … {recipe.model.layers - 1} (a layer "
+                         f"below the last of model.layers={recipe.model.layers}), or answer_aux_weight=0 to turn "
+                         "the answer-content loss off")
+    return (recipe.answer_aux_weight, recipe.answer_aux_layer)
 
 
 def run_teacher(out: Path, data_dir: Path, recipe: Recipe, device: torch.device, log: Logger) -> Path:
