@@ -80,14 +80,15 @@ def environment(device: torch.device) -> dict:
 
 
 def variants(name: str, device: torch.device) -> tuple[dict[str, backends.SSMBackend], list[str]]:
-    """The three backends (reference, fused_conv, fused_conv_norm) over one scan, and notes."""
+    """Backends over one scan: reference, fused_conv, fused_conv_norm, and fused_all (+ our SSD scan,
+    when the base backend carries it: fla), and notes."""
     notes = []
     try:
         base = backends.select_backend(name, device)
     except backends.BackendUnavailable as exc:
         notes.append(f"backend {name!r} unavailable, using torch: {str(exc)[:160]}")
         base = backends.select_backend("torch", device)
-    ref = dataclasses.replace(base, conv1d_blc=None, gated_norm=None)
+    ref = dataclasses.replace(base, conv1d_blc=None, gated_norm=None, mamba2_scan_fwd=None)
     fused = backends.with_fused_ops(ref)  # honours VAMBA_EVAL_FUSED_OPS=0
     out = {"reference": ref}
     if not fused.fused:
@@ -95,8 +96,10 @@ def variants(name: str, device: torch.device) -> tuple[dict[str, backends.SSMBac
     elif device.type != "cuda" and not triton_ops.INTERPRETED:
         notes.append("fused variants skipped: on the CPU they need TRITON_INTERPRET=1")
     else:
-        out["fused_conv"] = dataclasses.replace(fused, gated_norm=None)
-        out["fused_conv_norm"] = fused
+        out["fused_conv"] = dataclasses.replace(fused, gated_norm=None, mamba2_scan_fwd=None)
+        out["fused_conv_norm"] = dataclasses.replace(fused, mamba2_scan_fwd=None)
+        if fused.mamba2_scan_fwd is not None:
+            out["fused_all"] = fused
     return out, notes
 
 
@@ -171,7 +174,7 @@ def components(m: Mamba2Mixer, u: torch.Tensor, variants: dict, timer) -> list[d
     """Each stage of the forward alone, reference and fused (the mixer's own helpers)."""
     kinds = {"reference": variants["reference"]}
     if "fused_conv_norm" in variants:
-        kinds["fused"] = variants["fused_conv_norm"]
+        kinds["fused"] = variants.get("fused_all", variants["fused_conv_norm"])
     h, g, n = m.nheads, m.ngroups, m.d_state
     b, l, _ = u.shape
     zxbcdt = m.in_proj(u)
@@ -185,11 +188,12 @@ def components(m: Mamba2Mixer, u: torch.Tensor, variants: dict, timer) -> list[d
         conv_out, _ = m._conv(be, xBC, None)  # [b, l, conv_dim]
         x, B, C = torch.split(conv_out, [m.d_inner, g * n, g * n], dim=-1)
         x, B, C = x.reshape(b, l, h, m.headdim), B.reshape(b, l, g, n), C.reshape(b, l, g, n)
-        y, _ = be.mamba2_scan(x, dt, A, B, C, m.chunk_size, None)
+        scan = be.mamba2_scan_fwd or be.mamba2_scan
+        y, _ = scan(x, dt, A, B, C, m.chunk_size, None)
         ys[kind] = (y, x)
         rows.append((f"conv [{kind}]", kind, lambda be=be: m._conv(be, xBC, None)))
         rows.append((f"scan [{kind} layout]", kind,
-                     lambda be=be, x=x, B=B, C=C: be.mamba2_scan(x, dt, A, B, C, m.chunk_size, None)))
+                     lambda scan=scan, x=x, B=B, C=C: scan(x, dt, A, B, C, m.chunk_size, None)))
         rows.append((f"skip+norm [{kind}]", kind,
                      lambda be=be, y=y, x=x: m._skip_and_norm(be, y, x, z, u.dtype)))
     y_norm = m._skip_and_norm(kinds["reference"], *ys["reference"], z, u.dtype)

@@ -119,12 +119,22 @@ def time_ms(
     return times
 
 
+def scan_fn(name: str, device: torch.device) -> Callable:
+    """The scan of backend ``name``; "ssd_triton" is our forward-only SSD kernel (``ssd_triton.ssd_scan``,
+    which the fla backend uses for inference)."""
+    if name == "ssd_triton":
+        from vamba_eval.models.vamba import ssd_triton
+
+        return ssd_triton.ssd_scan
+    return select_backend(name, device).mamba2_scan
+
+
 def measure(name: str, inp: dict, ref: tuple, device: torch.device, args) -> dict:
     """Error, median time and peak memory of one backend on one input."""
-    backend = select_backend(name, device)
+    scan = scan_fn(name, device)
 
     def call():
-        return backend.mamba2_scan(
+        return scan(
             inp["x"], inp["dt"], inp["A"], inp["B"], inp["C"], WIDTH["chunk_size"],
             inp["initial_state"],
         )
@@ -168,6 +178,8 @@ def main() -> int:
         print("CUDA is not available; use --device cpu for a smoke run", file=sys.stderr)
         return 2
     names = args.backends.split(",") if args.backends else available_backends(device)
+    if not args.backends and device.type == "cuda":
+        names.append("ssd_triton")
     env = environment(device)
     print(f"device {env['device']}, backends {names}, versions {env['versions']}", flush=True)
     rows = []

@@ -146,12 +146,14 @@ def run_plan(model, plan: list, env: dict, args) -> list[dict]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--frames", default="64,1024")
-    ap.add_argument("--chunks", default="", help="extra chunk sizes to try at the largest frame count")
+    ap.add_argument("--chunks", default="", help="extra chunk sizes to try at the largest frame count "
+                    "(of --frames, and of --compile)")
     ap.add_argument("--backend", default=None)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--profile", type=int, default=0, help="profile one prefill at this many frames, then exit")
+    ap.add_argument("--profile", type=int, default=0, help="profile one prefill at this many frames, then exit "
+                    "(after compiling the video path if --compile is given)")
     ap.add_argument("--sdpa", default="", help="restrict SDPA backends: flash | cudnn | efficient | math")
     ap.add_argument("--compile", default="", help="comma list of frame counts to re-time after torch.compile of "
                     "the video path (ViT blocks + mixers)")
@@ -175,6 +177,9 @@ def main() -> None:
           flush=True)
     time_prefill(model, 16, None, 1)  # warm-up: kernels, autotuning, allocator
     if args.profile:
+        if args.compile:  # profile the compiled video path (what `--compile` times)
+            model.compile_video_path()
+            time_prefill(model, 64, None, 1)
         profile(model, args.profile, args.out)
         return
     frame_counts = [int(x) for x in args.frames.split(",") if x]
@@ -185,7 +190,8 @@ def main() -> None:
         model.compile_video_path()
         time_prefill(model, 64, None, 1)  # compile (dynamic shapes) + warm-up
         print(f"torch.compile warm-up {time.perf_counter() - t0:.1f}s", flush=True)
-        plan = [(int(n), None) for n in args.compile.split(",")]
+        counts = [int(n) for n in args.compile.split(",")]
+        plan = [(n, None) for n in counts] + [(counts[-1], int(c)) for c in args.chunks.split(",") if c]
         rows += run_plan(model, plan, {**env, "variant": "compiled"}, args)
     print(f"\n{env['gpu']} · torch {env['versions'].get('torch')} · backend {env['backend']} "
           f"(fused ops: {', '.join(env['fused_ops']) or 'off'}) · {W}x{H} bf16")

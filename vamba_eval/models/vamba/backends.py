@@ -17,7 +17,10 @@ and, if that is unset or "auto", picks the first available of mamba_ssm, fla, to
 Fused ops (optional, forward only): the CUDA backends (mamba_ssm, fla) also carry
 ``conv1d_blc`` and ``gated_norm`` from :mod:`~vamba_eval.models.vamba.triton_ops` when triton
 imports, unless ``VAMBA_EVAL_FUSED_OPS=0``; ``Mamba2Mixer`` then uses them where no gradient is
-needed. The torch backend never has them (it is the reference).
+needed. The fla backend also carries ``mamba2_scan_fwd`` (:func:`ssd_triton.ssd_scan`: our SSD
+kernels reading the shared B/C in place; fla's scan copies them out per head) unless
+``VAMBA_EVAL_FUSED_SSD=0`` (or the fused ops are off); mamba_ssm keeps its own SSD kernels, which
+already share B/C. The torch backend never has them (it is the reference).
 """
 
 from __future__ import annotations
@@ -38,6 +41,8 @@ from vamba_eval.models.vamba import ssm_ref
 
 ENV_VAR = "VAMBA_SSM_BACKEND"
 FUSED_ENV_VAR = "VAMBA_EVAL_FUSED_OPS"  # "0" turns the fused Triton ops off (A/B timing)
+FUSED_SSD_ENV_VAR = "VAMBA_EVAL_FUSED_SSD"  # "0" keeps fla's scan while the other fused ops stay on
+_OFF = ("0", "false", "off", "no")
 BACKEND_NAMES = ("mamba_ssm", "fla", "torch")
 _AUTO_ORDER = BACKEND_NAMES
 
@@ -71,11 +76,15 @@ class SSMBackend:
         default=None, repr=False, compare=False
     )
     gated_norm: Callable[..., Tensor] | None = field(default=None, repr=False, compare=False)
+    mamba2_scan_fwd: Callable[..., tuple[Tensor, Tensor]] | None = field(
+        default=None, repr=False, compare=False
+    )
 
     @property
     def fused(self) -> tuple[str, ...]:
         """Names of the fused ops this backend carries (empty for the plain kernels)."""
-        return tuple(n for n in ("conv1d_blc", "gated_norm") if getattr(self, n) is not None)
+        names = ("conv1d_blc", "gated_norm", "mamba2_scan_fwd")
+        return tuple(n for n in names if getattr(self, n) is not None)
 
 
 # --------------------------------------------------------------------------- availability
@@ -144,7 +153,7 @@ def select_backend(name: str | None, device: torch.device | str) -> SSMBackend:
 
 def fused_ops_problem() -> str | None:
     """Why the fused Triton ops are off (``VAMBA_EVAL_FUSED_OPS=0``, triton missing), or None."""
-    if os.environ.get(FUSED_ENV_VAR, "").strip().lower() in ("0", "false", "off", "no"):
+    if os.environ.get(FUSED_ENV_VAR, "").strip().lower() in _OFF:
         return f"{FUSED_ENV_VAR}={os.environ[FUSED_ENV_VAR]}"
     from vamba_eval.models.vamba import triton_ops
 
@@ -161,10 +170,16 @@ def with_fused_ops(backend: SSMBackend) -> SSMBackend:
         return backend
     from vamba_eval.models.vamba import triton_ops
 
+    scan_fwd = backend.mamba2_scan_fwd
+    if backend.name == "fla" and os.environ.get(FUSED_SSD_ENV_VAR, "").strip().lower() not in _OFF:
+        from vamba_eval.models.vamba import ssd_triton
+
+        scan_fwd = _eager(ssd_triton.ssd_scan)
     return dataclasses.replace(
         backend,
         conv1d_blc=_eager(triton_ops.causal_conv1d_silu_blc),
         gated_norm=_eager(triton_ops.gated_rmsnorm_skip),
+        mamba2_scan_fwd=scan_fwd,
     )
 
 

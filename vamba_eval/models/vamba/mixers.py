@@ -106,6 +106,11 @@ def _use_fused(op: Callable | None, *tensors: Tensor | None) -> bool:
     return all(t.dtype in _FUSED_DTYPES for t in given)
 
 
+def _pow2_chunk(chunk_size: int) -> bool:
+    """The fused SSD scan tiles chunks of a power of two ≥ 16 (else the backend's own scan runs)."""
+    return chunk_size >= 16 and chunk_size & (chunk_size - 1) == 0
+
+
 class _MixerBase(nn.Module):
     """Backend resolution shared by both mixers."""
 
@@ -210,8 +215,8 @@ class Mamba2Mixer(_MixerBase):
     def forward(self, u: Tensor, state: MixerState | None = None) -> tuple[Tensor, MixerState]:
         """u [b, l, d_model] → (out [b, l, d_model], state after the last position).
 
-        The backend's fused conv / gated norm (if any) replace the reference ones when no
-        gradient is needed; the results agree to rounding (the fused norm skips one rounding).
+        The backend's fused conv / gated norm / SSD scan (if any) replace the reference ones when
+        no gradient is needed; the results agree to rounding (the fused norm skips one rounding).
         """
         kernels = self._kernels(u.device)
         b, l, _ = u.shape
@@ -226,9 +231,11 @@ class Mamba2Mixer(_MixerBase):
         if self.dt_limit != (0.0, float("inf")):
             dt = dt.clamp(min=self.dt_limit[0], max=self.dt_limit[1])
         A = -torch.exp(self.A_log.float())  # [h]
-        y, ssm_state = kernels.mamba2_scan(
-            x, dt, A, B, C, self.chunk_size, None if state is None else state.ssm_state
-        )
+        h0 = None if state is None else state.ssm_state
+        scan = kernels.mamba2_scan
+        if _use_fused(kernels.mamba2_scan_fwd, x, dt, B, C, h0) and _pow2_chunk(self.chunk_size):
+            scan = kernels.mamba2_scan_fwd  # forward-only SSD kernels reading B/C in place
+        y, ssm_state = scan(x, dt, A, B, C, self.chunk_size, h0)
         y = self._skip_and_norm(kernels, y, x, z, u.dtype)  # [b, l, d_inner]
         return self.out_proj(y), MixerState(conv_state, ssm_state)
 
