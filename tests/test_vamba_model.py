@@ -290,3 +290,17 @@ def test_batched_vision_path_equals_the_transformers_tower():
         got = encode_frames(model.visual, pixels, grid)
     assert got.shape == ref.shape == (grid.num_tokens, 64)
     assert rel(got, ref) < 1e-6
+
+
+def test_vit_sdpa_backends_env_override(monkeypatch):
+    from vamba_eval.models.vamba.vision import VIT_SDPA_ENV, encode_frames, run_vision_tower
+
+    model = tiny("none")
+    frames = torch.randint(0, 256, (4, 56, 56, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(4))
+    pixels, grid = patchify(frames)
+    monkeypatch.setenv(VIT_SDPA_ENV, "math")
+    with torch.no_grad():
+        assert rel(encode_frames(model.visual, pixels, grid), run_vision_tower(model.visual, pixels, grid.thw())) < 1e-6
+    monkeypatch.setenv(VIT_SDPA_ENV, "flash,cudnnn")
+    with pytest.raises(ValueError, match="cudnnn.*comma list"):
+        encode_frames(model.visual, pixels, grid)

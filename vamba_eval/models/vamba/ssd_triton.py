@@ -3,7 +3,8 @@
 Same contract and the same four steps as :func:`ssm_ref.ssd_chunked` (read that first):
 
 1. ``cum``: per chunk of ``Q`` steps, the running sum of the log decay ``a = dt·A`` (torch, fp32).
-2. :func:`_chunk_state_kernel`: each chunk's contribution to the state at its end,
+2. :func:`_chunk_cb_kernel`: ``CB[t, s] = C_t·B_s`` per chunk, once per group (not per head);
+   :func:`_chunk_state_kernel`: each chunk's contribution to the state at its end,
    ``S_c[p, n] = Σ_s exp(cum_Q − cum_s)·dt_s·x_s[p]·B_s[n]``.
 3. :func:`_state_pass_kernel`: ``H_c = exp(cum_Q)·H_{c−1} + S_c`` chunk after chunk; the state entering
    each chunk overwrites ``S_c`` in place, the last one is the final state.
@@ -12,8 +13,9 @@ Same contract and the same four steps as :func:`ssm_ref.ssd_chunked` (read that 
 Why not fla's ``chunk_simple_gla`` (the ``fla`` backend's scan): it takes one q/k per head, so B and C
 (one per group, 128 wide) must be copied out to every head, and its ``input_guard`` copies every
 strided input; at VAMBA-7B width (112 heads) that is ≈ 9 GB of copies per 153k-token mixer call.
-Here x, B, C and dt are read in place through their strides (slices of the conv output), and
-C_t·B_s is recomputed per head inside the scan instead of being materialised.
+Here x, B, C and dt are read in place through their strides (slices of the conv output), C_t·B_s is
+computed once per group, and the grids run the heads of one chunk side by side so that the shared
+B, C and CB tiles come from L2.
 
 Numerics follow mamba_ssm's SSD kernels: fp32 decays and accumulators; the operands of the
 matmuls (x·weights, the entering state) are rounded to the input dtype (bf16/fp16), fp32 inputs
@@ -30,6 +32,7 @@ from vamba_eval.models.vamba.triton_ops import INTERPRETED, _check, _jit, _on, t
 
 BLOCK_T = 64  # positions per scan tile (rows and columns of the C·Bᵀ block)
 MAX_BLOCK_P = 64  # head-dim columns per program
+PASS_BLOCK = 256  # state elements per state-passing program (many programs: the loop is latency-bound)
 # how tl.dot runs: native (tensor cores; fp16/bf16 on the GPU), exact fp32 ("ieee"), or — under
 # Triton's CPU interpreter, whose bf16 dot is wrong (numpy has no bf16) — operands rounded to the
 # input dtype as on the GPU, then multiplied exactly in fp32
@@ -56,6 +59,30 @@ def _dot(a, b, DOT: tl.constexpr):
 
 
 @_jit
+def _chunk_cb_kernel(
+    b_ptr, c_ptr, cb_ptr,
+    L, N, G,
+    sbb, sbl, sbg, sbn,
+    sCb, sCl, sCg, sCn,
+    Q: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_N: tl.constexpr, DOT: tl.constexpr,
+):
+    """CB[b, c, g, t, s] = C_t · B_s for one [BLOCK_T, BLOCK_T] tile of chunk c (shared by the group's heads)."""
+    pid_bg, pid_c, pid_ts = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    bi, gi = pid_bg // G, pid_bg % G
+    t = (pid_ts // (Q // BLOCK_T)) * BLOCK_T + tl.arange(0, BLOCK_T)
+    s = (pid_ts % (Q // BLOCK_T)) * BLOCK_T + tl.arange(0, BLOCK_T)
+    n = tl.arange(0, BLOCK_N)
+    pos_t, pos_s = pid_c.to(tl.int64) * Q + t, pid_c.to(tl.int64) * Q + s
+    ct = tl.load(c_ptr + bi * sCb + pos_t[:, None] * sCl + gi * sCg + n[None, :] * sCn,
+                 mask=(pos_t < L)[:, None] & (n < N)[None, :], other=0.0)  # [BLOCK_T, BLOCK_N]
+    bs = tl.load(b_ptr + bi * sbb + pos_s[:, None] * sbl + gi * sbg + n[None, :] * sbn,
+                 mask=(pos_s < L)[:, None] & (n < N)[None, :], other=0.0)  # [BLOCK_T, BLOCK_N]
+    cb = _dot(ct, tl.trans(bs), DOT)  # [t, s] fp32
+    out = cb_ptr + (pid_bg.to(tl.int64) * tl.num_programs(1) + pid_c) * Q * Q
+    tl.store(out + t[:, None] * Q + s[None, :], cb)
+
+
+@_jit
 def _chunk_state_kernel(
     x_ptr, dt_ptr, cum_ptr, b_ptr, st_ptr,
     L, H, P, N, HPG,
@@ -67,8 +94,11 @@ def _chunk_state_kernel(
     Q: tl.constexpr, BLOCK_S: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr,
     DOT: tl.constexpr,
 ):
-    """S[b, c, h, p, n] = Σ_s x[s, p]·w_s·B[s, n], w_s = exp(cum_last − cum_s)·dt_s (chunk c, head h)."""
-    pid_c, pid_bh, pid_p = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    """S[b, c, h, p, n] = Σ_s x[s, p]·w_s·B[s, n], w_s = exp(cum_last − cum_s)·dt_s (chunk c, head h).
+
+    Heads vary fastest over the grid, so the programs reading one chunk's B run together (L2 hits).
+    """
+    pid_bh, pid_c, pid_p = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     bi, hi = pid_bh // H, pid_bh % H
     gi = hi // HPG
     p = pid_p * BLOCK_P + tl.arange(0, BLOCK_P)  # [BLOCK_P]
@@ -111,33 +141,32 @@ def _state_pass_kernel(
         state = tl.zeros((BLOCK,), dtype=tl.float32)
     base = st_ptr + bi.to(tl.int64) * ssb + hi * ssh + e
     cum_base = cum_ptr + bi.to(tl.int64) * scb + hi * sch
-    c = 0
-    while c < n_chunks:  # `while`: Triton's CPU interpreter cannot run `range` over a runtime bound
+    for c in range(0, n_chunks):
         ptr = base + c * ssc
         new = tl.load(ptr, mask=ok, other=0.0)
         tl.store(ptr, state, mask=ok)
-        decay = tl.exp(tl.load(cum_base + c * scc + Q - 1))
-        state = state * decay + new
-        c += 1
+        state = state * tl.exp(tl.load(cum_base + c * scc + Q - 1)) + new
     tl.store(final_ptr + pid_bh.to(tl.int64) * PN + e, state, mask=ok)
 
 
 @_jit
 def _chunk_scan_kernel(
-    x_ptr, dt_ptr, cum_ptr, b_ptr, c_ptr, st_ptr, y_ptr,
-    L, H, P, N, HPG,
+    x_ptr, dt_ptr, cum_ptr, c_ptr, cb_ptr, st_ptr, y_ptr,
+    L, H, P, N, HPG, G,
     sxb, sxl, sxh, sxp,
     sdb, sdl, sdh,
     scb, sch, scc,
-    sbb, sbl, sbg, sbn,
     sCb, sCl, sCg, sCn,
     ssb, ssc, ssh,
     syb, syl, syh,
     Q: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr,
     DOT: tl.constexpr,
 ):
-    """y for BLOCK_T steps of one chunk and head: the entering state's term plus the causal intra-chunk sum."""
-    pid_ct, pid_bh, pid_p = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    """y for BLOCK_T steps of one chunk and head: the entering state's term plus the causal intra-chunk sum.
+
+    Heads vary fastest over the grid: the group's CB tiles and C rows are read from L2.
+    """
+    pid_bh, pid_ct, pid_p = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     chunk, tb = pid_ct // (Q // BLOCK_T), pid_ct % (Q // BLOCK_T)
     bi, hi = pid_bh // H, pid_bh % H
     gi = hi // HPG
@@ -153,23 +182,20 @@ def _chunk_scan_kernel(
     # entering state H[p, n], loaded transposed: [BLOCK_N, BLOCK_P]
     st = st_ptr + bi.to(tl.int64) * ssb + chunk.to(tl.int64) * ssc + hi * ssh
     h_in = tl.load(st + p[None, :] * N + n[:, None], mask=(n < N)[:, None] & (p < P)[None, :], other=0.0)
-    acc = _dot(ct, h_in.to(ct.dtype), DOT)
-    acc = acc * tl.exp(cum_t)[:, None]  # [BLOCK_T, BLOCK_P]
-    s0 = 0
-    while s0 <= tb * BLOCK_T:  # source tiles up to the diagonal (`while`: see _state_pass_kernel)
+    acc = _dot(ct, h_in.to(ct.dtype), DOT) * tl.exp(cum_t)[:, None]  # [BLOCK_T, BLOCK_P]
+    n_chunks = (L + Q - 1) // Q
+    cb_base = cb_ptr + ((bi * G + gi).to(tl.int64) * n_chunks + chunk) * Q * Q
+    for s0 in range(0, (tb + 1) * BLOCK_T, BLOCK_T):  # source tiles up to the diagonal
         s = s0 + tl.arange(0, BLOCK_T)  # [BLOCK_T] source steps
         pos_s = chunk.to(tl.int64) * Q + s
         ok_s = pos_s < L
         dt_s = tl.load(dt_ptr + bi * sdb + pos_s * sdl + hi * sdh, mask=ok_s, other=0.0).to(tl.float32)
-        bs = tl.load(b_ptr + bi * sbb + pos_s[:, None] * sbl + gi * sbg + n[None, :] * sbn,
-                     mask=ok_s[:, None] & (n < N)[None, :], other=0.0)  # [BLOCK_T(s), BLOCK_N]
-        cb = _dot(ct, tl.trans(bs), DOT)  # [t, s] fp32
+        cb = tl.load(cb_base + t[:, None] * Q + s[None, :])  # [t, s] fp32
         decay = tl.exp(tl.minimum(cum_t[:, None] - tl.load(cum_base + s)[None, :], 0.0))
         m = tl.where(t[:, None] >= s[None, :], cb * decay * dt_s[None, :], 0.0)  # [t, s]
         xs = tl.load(x_ptr + bi * sxb + pos_s[:, None] * sxl + hi * sxh + p[None, :] * sxp,
                      mask=ok_s[:, None] & (p < P)[None, :], other=0.0)  # [BLOCK_T(s), BLOCK_P]
         acc += _dot(m.to(xs.dtype), xs, DOT)
-        s0 += BLOCK_T
     out = y_ptr + bi.to(tl.int64) * syb + pos_t[:, None] * syl + hi * syh + p[None, :]
     tl.store(out, acc.to(y_ptr.dtype.element_ty), mask=ok_t[:, None] & (p < P)[None, :])
 
@@ -194,7 +220,7 @@ def ssd_scan(
     chunk_size: int,
     initial_state: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
-    """Mamba-2 SSD scan (contract of :func:`ssm_ref.ssd_chunked`), three Triton kernels, no copies of x/B/C.
+    """Mamba-2 SSD scan (contract of :func:`ssm_ref.ssd_chunked`), four Triton kernels, no copies of x/B/C.
 
     x [b, l, h, p] (any strides), dt [b, l, h], A [h], B/C [b, l, g, n], initial_state [b, h, p, n].
     Returns y [b, l, h, p] (x's dtype, contiguous) and the final state [b, h, p, n] fp32.
@@ -216,22 +242,26 @@ def ssd_scan(
     dot = DOT_IEEE if x.dtype == torch.float32 else DOT_UPCAST if INTERPRETED else DOT_NATIVE
     cum = _chunk_cumsum(dt, A, n_chunks, q)  # [b, h, c, q]
     states = torch.empty(b, n_chunks, h, p, n, device=device, dtype=torch.float32)
+    cb = torch.empty(b, g, n_chunks, q, q, device=device, dtype=torch.float32)  # C_t·B_s per chunk
     final = torch.empty(b, h, p, n, device=device, dtype=torch.float32)
     y = torch.empty(b, l, h, p, device=device, dtype=x.dtype)
     init = None if initial_state is None else initial_state.float().contiguous()
     bp, bn = min(MAX_BLOCK_P, _pow2(p)), _pow2(n)
     common = (*x.stride(), *dt.stride(), *cum.stride()[:3])
+    tiles = q // block_t
     with _on(device):
-        _chunk_state_kernel[(n_chunks, b * h, triton.cdiv(p, bp))](
+        _chunk_cb_kernel[(b * g, n_chunks, tiles * tiles)](
+            B, C, cb, l, n, g, *B.stride(), *C.stride(), Q=q, BLOCK_T=block_t, BLOCK_N=bn, DOT=dot,
+            num_warps=4)
+        _chunk_state_kernel[(b * h, n_chunks, triton.cdiv(p, bp))](
             x, dt, cum, B, states, l, h, p, n, h // g, *common, *B.stride(), *states.stride()[:3],
             Q=q, BLOCK_S=block_t, BLOCK_P=bp, BLOCK_N=bn, DOT=dot, num_warps=4)
-        block = 1024
-        _state_pass_kernel[(b * h, triton.cdiv(p * n, block))](
+        _state_pass_kernel[(b * h, triton.cdiv(p * n, PASS_BLOCK))](
             states, cum, init if init is not None else final, final, h, p * n, n_chunks,
-            *states.stride()[:3], *cum.stride()[:3], Q=q, HAS_INIT=init is not None, BLOCK=block,
+            *states.stride()[:3], *cum.stride()[:3], Q=q, HAS_INIT=init is not None, BLOCK=PASS_BLOCK,
             num_warps=4)
-        _chunk_scan_kernel[(n_chunks * (q // block_t), b * h, triton.cdiv(p, bp))](
-            x, dt, cum, B, C, states, y, l, h, p, n, h // g, *common, *B.stride(), *C.stride(),
+        _chunk_scan_kernel[(b * h, n_chunks * tiles, triton.cdiv(p, bp))](
+            x, dt, cum, C, cb, states, y, l, h, p, n, h // g, g, *common, *C.stride(),
             *states.stride()[:3], *y.stride()[:3],
             Q=q, BLOCK_T=block_t, BLOCK_P=bp, BLOCK_N=bn, DOT=dot, num_warps=4)
     return y, final

@@ -133,6 +133,31 @@ def _is_interpreted() -> bool:
 INTERPRETED: bool = _is_interpreted()
 
 
+def _interpreter_scalar_index() -> None:
+    """Let interpreted kernels loop ``for i in range(n)`` over a runtime ``n``.
+
+    Triton 3.6's interpreter holds scalar arguments as 1-element numpy arrays and converts them
+    with ``int(array)``, which numpy ≥ 2 refuses for 1-d arrays; compiled kernels are unaffected.
+    Applied only when the interpreter is on.
+    """
+    from triton.runtime import interpreter
+
+    original = interpreter._patch_lang_tensor
+    if getattr(original, "_vamba_eval_fix", False):
+        return
+
+    def patched(tensor, scope):
+        original(tensor, scope)
+        scope.set_attr(tensor, "__index__", lambda self: int(self.handle.data.reshape(-1)[0]))
+
+    patched._vamba_eval_fix = True
+    interpreter._patch_lang_tensor = patched
+
+
+if INTERPRETED:
+    _interpreter_scalar_index()
+
+
 def _check(op: str, tensors: dict[str, Tensor | None]) -> torch.device:
     """Triton present, one device Triton can run on, supported dtypes; returns the device."""
     if IMPORT_ERROR is not None:

@@ -8,6 +8,7 @@ model's device, chunk by chunk (a 1024-frame 640×360 video is 2.8 GB as float32
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -153,9 +154,22 @@ def encode_frames(visual: torch.nn.Module, pixels: torch.Tensor, grid: VideoGrid
     return visual.merger(x)
 
 
+VIT_SDPA_ENV = "VAMBA_EVAL_VIT_SDPA"  # comma list of SDPA backends for the ViT, in order of preference
+_SDPA_NAMES = ("flash", "efficient", "cudnn", "math")
+
+
 def vision_sdpa_backends():
-    """Flash / mem-efficient SDPA for the batched slices: on H100 + torch 2.11 the default cuDNN
-    kernel was 3.4× slower for this shape (1024 frames: 29.3 s vs 8.5 s, benchmarks/results)."""
+    """SDPA backends for the batched slices: flash, mem-efficient, math (``VAMBA_EVAL_VIT_SDPA`` overrides).
+
+    On H100 + torch 2.11 PyTorch's default pick, cuDNN, was 3.4× slower for this shape
+    (1024 frames: 29.3 s vs 8.5 s, benchmarks/results); ``benchmarks/vit_attention.py`` compares them.
+    """
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
-    return sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH])
+    table = {"flash": SDPBackend.FLASH_ATTENTION, "efficient": SDPBackend.EFFICIENT_ATTENTION,
+             "cudnn": SDPBackend.CUDNN_ATTENTION, "math": SDPBackend.MATH}
+    names = [n.strip() for n in os.environ.get(VIT_SDPA_ENV, "flash,efficient,math").split(",") if n.strip()]
+    unknown = [n for n in names if n not in table]
+    if unknown or not names:
+        raise ValueError(f"{VIT_SDPA_ENV}={os.environ.get(VIT_SDPA_ENV)!r}: use a comma list of {_SDPA_NAMES}")
+    return sdpa_kernel([table[n] for n in names])
