@@ -46,6 +46,8 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--repeats", type=int, default=10)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--profile", action="store_true", help="also print each backend's GPU kernels (torch.profiler, "
+                    "3 calls at the last length)")
     return ap.parse_args()
 
 
@@ -156,6 +158,23 @@ def measure(name: str, inp: dict, ref: tuple, device: torch.device, args) -> dic
     return row
 
 
+def kernel_profile(names: list[str], inp: dict, device: torch.device) -> None:
+    """GPU time per kernel of 3 calls of each backend (printed)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    for name in names:
+        scan = scan_fn(name, device)
+        args = (inp["x"], inp["dt"], inp["A"], inp["B"], inp["C"], WIDTH["chunk_size"], inp["initial_state"])
+        scan(*args)
+        torch.cuda.synchronize(device)
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            for _ in range(3):
+                scan(*args)
+            torch.cuda.synchronize(device)
+        print(f"--- {name}, seqlen {inp['x'].shape[1]}: 3 calls", flush=True)
+        print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=12, max_name_column_width=50), flush=True)
+
+
 def print_table(rows: list[dict]) -> None:
     """The summary table (last thing printed)."""
     head = (f"{'backend':<10} {'seqlen':>7} {'rel err y':>10} {'rel err st':>10} "
@@ -202,6 +221,8 @@ def main() -> int:
                 print(json.dumps({k: row.get(k) for k in ("backend", "seqlen", "rel_err_y",
                                                           "ms_median", "peak_gb", "error")}),
                       flush=True)
+            if args.profile and device.type == "cuda":
+                kernel_profile(names, inp, device)
             del inp, ref
     print_table(rows)
     return 0

@@ -28,7 +28,9 @@ from vamba_eval.models.vamba.mixers import MambaBlock, MixerState
 from vamba_eval.models.vamba.vision import VideoGrid, check_frames, encode_frames, pad_temporal, patchify, vision_block
 
 DEFAULT_STREAM_THRESHOLD = 64  # frames: stream past this many
-DEFAULT_CHUNK_FRAMES = 32
+# 64 frames (9,568 tokens at 640×360) per streamed piece: 1,024 compiled frames on an H100 in 4.00 s vs 4.09 s with
+# 32, +0.5 GB (benchmarks/results/ssd_h100_2026-11-24/v2/prefill_chunks.jsonl)
+DEFAULT_CHUNK_FRAMES = 64
 
 
 @dataclass
