@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The full `vamba-eval bench` sweep on the GPU for one model (issue 7's committed results), then optionally
 # a kernel profile of the SSD scans. Device tool: carry .gpu_carry and runs/bench_wheels.
-# Usage: MODEL=vamba|qwen2vl [FRAMES=…] [MODES=prefill,decode,train] [BUDGET=420] [SSD_PROFILE=1] bash scripts/device_sweep.sh
+# Usage: MODEL=vamba|qwen2vl [FRAMES=…] [MODES=prefill,decode,train] [BUDGET=420] [SSD_PROFILE=1] [SSD_TUNE=1] bash scripts/device_sweep.sh
 set -uo pipefail
 export PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp/out}; R=/tmp/sweep-results; rm -rf /tmp/bsite "$R"; mkdir -p "$R"
@@ -16,5 +16,8 @@ timeout "${TIMEOUT:-520}" python3 -m vamba_eval.bench --size 7b --models "$MODEL
 if [ -n "${SSD_PROFILE:-}" ]; then
   timeout 90 python3 benchmarks/ssm_parity.py --out "$R/ssm_profile.jsonl" --lengths 153088 --backends fla,ssd_triton \
     --repeats 5 --profile > "$R/ssm_profile.log" 2>&1; grep -E "^---|_kernel|chunk|Self CUDA" "$R/ssm_profile.log" | cut -c1-52,100-170
+fi
+if [ -n "${SSD_TUNE:-}" ]; then
+  timeout 150 python3 benchmarks/ssd_tuning.py --out "$R/ssd_tuning.jsonl" > "$R/ssd_tuning.log" 2>&1; tail -30 "$R/ssd_tuning.log" | cut -c1-220
 fi
 tar -C "$R" -cf "$OUT/results.tar" . && ls -laR "$R" > "$OUT/summary.txt"

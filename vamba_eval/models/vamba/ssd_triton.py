@@ -24,15 +24,31 @@ stay fp32 (exact ``ieee`` dots). No autograd: callers use it only when no gradie
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from vamba_eval.models.vamba.triton_ops import INTERPRETED, _check, _jit, _on, tl, triton
 
-BLOCK_T = 64  # positions per scan tile (rows and columns of the C·Bᵀ block)
-MAX_BLOCK_P = 64  # head-dim columns per program
-PASS_BLOCK = 256  # state elements per state-passing program (many programs: the loop is latency-bound)
+
+
+@dataclass(frozen=True)
+class Tiles:
+    """Launch shapes (``benchmarks/ssd_tuning.py`` times alternatives on the GPU)."""
+
+    block_t: int = 64  # positions per scan tile (rows and columns of the C·Bᵀ block)
+    max_block_p: int = 64  # head-dim columns per program
+    pass_block: int = 256  # state elements per state-passing program (the loop is latency-bound)
+    warps_cb: int = 4
+    warps_state: int = 4
+    warps_pass: int = 4
+    warps_scan: int = 4
+    stages: int = 3  # software-pipelining depth of the state and scan loops (Triton's default)
+
+
+TILES = Tiles()
 # how tl.dot runs: native (tensor cores; fp16/bf16 on the GPU), exact fp32 ("ieee"), or — under
 # Triton's CPU interpreter, whose bf16 dot is wrong (numpy has no bf16) — operands rounded to the
 # input dtype as on the GPU, then multiplied exactly in fp32
@@ -219,6 +235,7 @@ def ssd_scan(
     C: Tensor,
     chunk_size: int,
     initial_state: Tensor | None = None,
+    tiles: Tiles = TILES,
 ) -> tuple[Tensor, Tensor]:
     """Mamba-2 SSD scan (contract of :func:`ssm_ref.ssd_chunked`), four Triton kernels, no copies of x/B/C.
 
@@ -236,7 +253,7 @@ def ssd_scan(
     if chunk_size < 16 or chunk_size & (chunk_size - 1):
         raise ValueError(f"ssd_scan: chunk_size must be a power of two ≥ 16, got {chunk_size}")
     q = min(chunk_size, _pow2(l))
-    block_t = min(BLOCK_T, q)
+    block_t = min(tiles.block_t, q)
     n_chunks = triton.cdiv(l, q)
     B, C = B.to(x.dtype), C.to(x.dtype)  # tl.dot needs one operand dtype (no copy when equal)
     dot = DOT_IEEE if x.dtype == torch.float32 else DOT_UPCAST if INTERPRETED else DOT_NATIVE
@@ -246,22 +263,24 @@ def ssd_scan(
     final = torch.empty(b, h, p, n, device=device, dtype=torch.float32)
     y = torch.empty(b, l, h, p, device=device, dtype=x.dtype)
     init = None if initial_state is None else initial_state.float().contiguous()
-    bp, bn = min(MAX_BLOCK_P, _pow2(p)), _pow2(n)
+    bp, bn = min(tiles.max_block_p, _pow2(p)), _pow2(n)
     common = (*x.stride(), *dt.stride(), *cum.stride()[:3])
-    tiles = q // block_t
+    n_tiles = q // block_t
     with _on(device):
-        _chunk_cb_kernel[(b * g, n_chunks, tiles * tiles)](
+        _chunk_cb_kernel[(b * g, n_chunks, n_tiles * n_tiles)](
             B, C, cb, l, n, g, *B.stride(), *C.stride(), Q=q, BLOCK_T=block_t, BLOCK_N=bn, DOT=dot,
-            num_warps=4)
+            num_warps=tiles.warps_cb)
         _chunk_state_kernel[(b * h, n_chunks, triton.cdiv(p, bp))](
             x, dt, cum, B, states, l, h, p, n, h // g, *common, *B.stride(), *states.stride()[:3],
-            Q=q, BLOCK_S=block_t, BLOCK_P=bp, BLOCK_N=bn, DOT=dot, num_warps=4)
-        _state_pass_kernel[(b * h, triton.cdiv(p * n, PASS_BLOCK))](
+            Q=q, BLOCK_S=block_t, BLOCK_P=bp, BLOCK_N=bn, DOT=dot, num_warps=tiles.warps_state,
+            num_stages=tiles.stages)
+        _state_pass_kernel[(b * h, triton.cdiv(p * n, tiles.pass_block))](
             states, cum, init if init is not None else final, final, h, p * n, n_chunks,
-            *states.stride()[:3], *cum.stride()[:3], Q=q, HAS_INIT=init is not None, BLOCK=PASS_BLOCK,
-            num_warps=4)
-        _chunk_scan_kernel[(b * h, n_chunks * tiles, triton.cdiv(p, bp))](
+            *states.stride()[:3], *cum.stride()[:3], Q=q, HAS_INIT=init is not None, BLOCK=tiles.pass_block,
+            num_warps=tiles.warps_pass)
+        _chunk_scan_kernel[(b * h, n_chunks * n_tiles, triton.cdiv(p, bp))](
             x, dt, cum, C, cb, states, y, l, h, p, n, h // g, g, *common, *C.stride(),
             *states.stride()[:3], *y.stride()[:3],
-            Q=q, BLOCK_T=block_t, BLOCK_P=bp, BLOCK_N=bn, DOT=dot, num_warps=4)
+            Q=q, BLOCK_T=block_t, BLOCK_P=bp, BLOCK_N=bn, DOT=dot, num_warps=tiles.warps_scan,
+            num_stages=tiles.stages)
     return y, final
