@@ -27,10 +27,12 @@ from vamba_eval.models.vamba import ssd_triton  # noqa: E402
 
 VARIANTS = {
     "default": {},
-    "pass_block=128": {"pass_block": 128}, "pass_block=1024": {"pass_block": 1024},
+    "pass_block=64": {"pass_block": 64}, "pass_block=256": {"pass_block": 256},
+    "pass_group=8": {"pass_group": 8}, "pass_group=32": {"pass_group": 32},
     "warps_pass=2": {"warps_pass": 2}, "warps_pass=8": {"warps_pass": 8},
     "warps_state=8": {"warps_state": 8}, "warps_scan=8": {"warps_scan": 8},
-    "block_t=128": {"block_t": 128}, "block_t=32": {"block_t": 32},
+    "block_t=128": {"block_t": 128}, "block_t=128,stages=1": {"block_t": 128, "stages": 1},
+    "block_t=32": {"block_t": 32},
     "max_block_p=32": {"max_block_p": 32},
     "stages=2": {"stages": 2}, "stages=4": {"stages": 4},
 }
@@ -75,11 +77,17 @@ def main() -> int:
                     return ssd_triton.ssd_scan(inp["x"], inp["dt"], inp["A"], inp["B"], inp["C"],
                                                WIDTH["chunk_size"], inp["initial_state"], tiles=tiles)
 
-                y, s = call()
                 row = {"variant": name, "tiles": dataclasses.asdict(tiles), "seqlen": l,
-                       "rel_err_y": rel_err(y, ref[0]), "rel_err_state": rel_err(s, ref[1]),
-                       "ms_median": statistics.median(time_ms(call, dev, 2, args.repeats)),
                        "gpu": torch.cuda.get_device_name(), "torch": torch.__version__}
+                try:
+                    y, s = call()
+                except Exception as exc:  # e.g. triton OutOfResources (shared memory) for a large tile
+                    row["error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:160]}"
+                    rows.append(row)
+                    fh.write(json.dumps(row) + "\n")
+                    continue
+                row.update(rel_err_y=rel_err(y, ref[0]), rel_err_state=rel_err(s, ref[1]),
+                           ms_median=statistics.median(time_ms(call, dev, 2, args.repeats)))
                 if name == "default":
                     row["kernels_ms"] = kernel_times(inp, tiles)
                     print(f"L={l} default kernels (ms): {row['kernels_ms']}", flush=True)
@@ -88,7 +96,10 @@ def main() -> int:
             del inp, ref
     print(f"{'variant':<18} {'seqlen':>7} {'ms':>8} {'rel err y':>10}")
     for r in rows:
-        print(f"{r['variant']:<18} {r['seqlen']:>7} {r['ms_median']:8.3f} {r['rel_err_y']:10.2e}")
+        if "error" in r:
+            print(f"{r['variant']:<18} {r['seqlen']:>7} {r['error']}")
+        else:
+            print(f"{r['variant']:<18} {r['seqlen']:>7} {r['ms_median']:8.3f} {r['rel_err_y']:10.2e}")
     return 0
 
 

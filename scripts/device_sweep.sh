@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # The full `vamba-eval bench` sweep on the GPU for one model (issue 7's committed results), then optionally
 # a kernel profile of the SSD scans. Device tool: carry .gpu_carry and runs/bench_wheels.
-# Usage: MODEL=vamba|qwen2vl [FRAMES=…] [MODES=prefill,decode,train] [BUDGET=420] [SSD_PROFILE=1] [SSD_TUNE=1] bash scripts/device_sweep.sh
+# Usage: MODEL=vamba|qwen2vl [FRAMES=…] [MODES=prefill,decode,train] [BUDGET=420] [SSD_PROFILE=1] [SSD_TUNE=1] [GPU_TESTS=1] bash scripts/device_sweep.sh
 set -uo pipefail
 export PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp/out}; R=/tmp/sweep-results; rm -rf /tmp/bsite "$R"; mkdir -p "$R"
 python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/bsite .gpu_carry/*.whl runs/bench_wheels/*.whl || exit 1
 export PYTHONPATH=/tmp/bsite:$PWD
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader; date -u; } | tee "$R/env.txt"
+[ -n "${GPU_TESTS:-}" ] && timeout 120 python3 -m pytest -q -p no:cacheprovider -m gpu tests/test_ssd_triton.py \
+  2>&1 | tee "$R/gpu_tests.log" | tail -2
 MODEL=${MODEL:-vamba}
 extra=$([ "$MODEL" = vamba ] && echo --compile)
 timeout "${TIMEOUT:-520}" python3 -m vamba_eval.bench --size 7b --models "$MODEL" $extra --mode "${MODES:-prefill,decode,train}" \

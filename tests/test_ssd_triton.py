@@ -203,10 +203,10 @@ def test_kernels_compile_for_h100(dtype, dot):
           "cb_ptr": "*fp32"}
     tiles = {"BLOCK_P": 64, "BLOCK_N": 128, "DOT": dot, "Q": 256, "sxp": 1}
     state = _compile_sm90(ssd_triton._chunk_state_kernel, io, {**tiles, "BLOCK_S": 64, "sbn": 1}, 4)
-    scan = _compile_sm90(ssd_triton._chunk_scan_kernel, io, {**tiles, "BLOCK_T": 64, "sCn": 1}, 4)
+    scan = _compile_sm90(ssd_triton._chunk_scan_kernel, io, {**tiles, "BLOCK_T": 64, "sCn": 1, "HAS_INIT": True}, 4)
     cb = _compile_sm90(ssd_triton._chunk_cb_kernel, io, {"Q": 256, "BLOCK_T": 64, "BLOCK_N": 128, "DOT": dot,
                                                          "sbn": 1, "sCn": 1}, 4)
-    passing = _compile_sm90(ssd_triton._state_pass_kernel, io, {"Q": 256, "HAS_INIT": True, "BLOCK": 256}, 4)
+    passing = _compile_sm90(ssd_triton._state_pass_kernel, io, {"Q": 256, "HAS_INIT": True, "BLOCK": 128, "GROUP": 16}, 4)
     tensor_cores = dot == ssd_triton.DOT_NATIVE  # exact fp32 dots run on the FMA units
     assert ("mma" in state and "mma" in scan and "mma" in cb) == tensor_cores and "ld.global" in passing
 

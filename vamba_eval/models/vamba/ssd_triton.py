@@ -6,9 +6,10 @@ Same contract and the same four steps as :func:`ssm_ref.ssd_chunked` (read that 
 2. :func:`_chunk_cb_kernel`: ``CB[t, s] = C_t·B_s`` per chunk, once per group (not per head);
    :func:`_chunk_state_kernel`: each chunk's contribution to the state at its end,
    ``S_c[p, n] = Σ_s exp(cum_Q − cum_s)·dt_s·x_s[p]·B_s[n]``.
-3. :func:`_state_pass_kernel`: ``H_c = exp(cum_Q)·H_{c−1} + S_c`` chunk after chunk; the state entering
-   each chunk overwrites ``S_c`` in place, the last one is the final state.
-4. :func:`_chunk_scan_kernel`: ``y_t = exp(cum_t)·C_t·H_{c−1} + Σ_{s≤t} (C_t·B_s)·exp(cum_t − cum_s)·dt_s·x_s``.
+3. :func:`_state_pass_kernel`: ``H_c = exp(cum_Q)·H_{c−1} + S_c``, 16 chunks per step in closed form;
+   the state after each chunk overwrites ``S_c`` in place, the last one is the final state.
+4. :func:`_chunk_scan_kernel`: ``y_t = exp(cum_t)·C_t·H_{c−1} + Σ_{s≤t} (C_t·B_s)·exp(cum_t − cum_s)·dt_s·x_s``
+   (``H_{−1}`` = the initial state).
 
 Why not fla's ``chunk_simple_gla`` (the ``fla`` backend's scan): it takes one q/k per head, so B and C
 (one per group, 128 wide) must be copied out to every head, and its ``input_guard`` copies every
@@ -40,7 +41,8 @@ class Tiles:
 
     block_t: int = 64  # positions per scan tile (rows and columns of the C·Bᵀ block)
     max_block_p: int = 64  # head-dim columns per program
-    pass_block: int = 256  # state elements per state-passing program (the loop is latency-bound)
+    pass_block: int = 128  # state elements per state-passing program
+    pass_group: int = 16  # chunks combined per step of the state-passing loop (the loop is latency-bound)
     warps_cb: int = 4
     warps_state: int = 4
     warps_pass: int = 4
@@ -144,9 +146,14 @@ def _state_pass_kernel(
     H, PN, n_chunks,
     ssb, ssc, ssh,
     scb, sch, scc,
-    Q: tl.constexpr, HAS_INIT: tl.constexpr, BLOCK: tl.constexpr,
+    Q: tl.constexpr, HAS_INIT: tl.constexpr, BLOCK: tl.constexpr, GROUP: tl.constexpr,
 ):
-    """Chunk by chunk: read S_c, write the state entering chunk c in its place, H ← exp(cum_last)·H + S_c."""
+    """S_c → H_c = exp(cum_last_c)·H_{c−1} + S_c in place (the state after chunk c), GROUP chunks per step.
+
+    The GROUP chunks of one step are loaded together and combined in closed form — with L_k the running
+    sum of the chunks' log decays, ``H_k = exp(L_k)·H + Σ_{j≤k} exp(L_k − L_j)·S_j``, one small exact
+    matmul — so the sequential loop (latency-bound: one round trip per step) runs n_chunks / GROUP times.
+    """
     pid_bh, pid_e = tl.program_id(0), tl.program_id(1)
     bi, hi = pid_bh // H, pid_bh % H
     e = pid_e * BLOCK + tl.arange(0, BLOCK)  # flat (p, n) index
@@ -155,19 +162,26 @@ def _state_pass_kernel(
         state = tl.load(init_ptr + pid_bh.to(tl.int64) * PN + e, mask=ok, other=0.0).to(tl.float32)
     else:
         state = tl.zeros((BLOCK,), dtype=tl.float32)
-    base = st_ptr + bi.to(tl.int64) * ssb + hi * ssh + e
+    k = tl.arange(0, GROUP)
+    base = st_ptr + bi.to(tl.int64) * ssb + hi * ssh
     cum_base = cum_ptr + bi.to(tl.int64) * scb + hi * sch
-    for c in range(0, n_chunks):
-        ptr = base + c * ssc
-        new = tl.load(ptr, mask=ok, other=0.0)
-        tl.store(ptr, state, mask=ok)
-        state = state * tl.exp(tl.load(cum_base + c * scc + Q - 1)) + new
+    for c0 in range(0, n_chunks, GROUP):
+        c = c0 + k  # [GROUP] chunks of this step
+        ok_c = c < n_chunks
+        ptrs = base + c.to(tl.int64)[:, None] * ssc + e[None, :]  # [GROUP, BLOCK]
+        m = ok_c[:, None] & ok[None, :]
+        x = tl.load(ptrs, mask=m, other=0.0)  # S_c; past the end: 0 (and decay 1: the state is kept)
+        run = tl.cumsum(tl.load(cum_base + c * scc + Q - 1, mask=ok_c, other=0.0), 0)  # [GROUP] L_k ≤ 0
+        w = tl.where(k[:, None] >= k[None, :], tl.exp(tl.minimum(run[:, None] - run[None, :], 0.0)), 0.0)
+        after = tl.dot(w, x, input_precision="ieee") + tl.exp(run)[:, None] * state[None, :]  # [GROUP, BLOCK]
+        tl.store(ptrs, after, mask=m)
+        state = tl.sum(tl.where(k[:, None] == GROUP - 1, after, 0.0), axis=0)  # after the step's last chunk
     tl.store(final_ptr + pid_bh.to(tl.int64) * PN + e, state, mask=ok)
 
 
 @_jit
 def _chunk_scan_kernel(
-    x_ptr, dt_ptr, cum_ptr, c_ptr, cb_ptr, st_ptr, y_ptr,
+    x_ptr, dt_ptr, cum_ptr, c_ptr, cb_ptr, st_ptr, init_ptr, y_ptr,
     L, H, P, N, HPG, G,
     sxb, sxl, sxh, sxp,
     sdb, sdl, sdh,
@@ -176,7 +190,7 @@ def _chunk_scan_kernel(
     ssb, ssc, ssh,
     syb, syl, syh,
     Q: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr,
-    DOT: tl.constexpr,
+    DOT: tl.constexpr, HAS_INIT: tl.constexpr,
 ):
     """y for BLOCK_T steps of one chunk and head: the entering state's term plus the causal intra-chunk sum.
 
@@ -195,9 +209,14 @@ def _chunk_scan_kernel(
     cum_t = tl.load(cum_base + t)  # [BLOCK_T]
     ct = tl.load(c_ptr + bi * sCb + pos_t[:, None] * sCl + gi * sCg + n[None, :] * sCn,
                  mask=ok_t[:, None] & (n < N)[None, :], other=0.0)  # [BLOCK_T, BLOCK_N]
-    # entering state H[p, n], loaded transposed: [BLOCK_N, BLOCK_P]
-    st = st_ptr + bi.to(tl.int64) * ssb + chunk.to(tl.int64) * ssc + hi * ssh
-    h_in = tl.load(st + p[None, :] * N + n[:, None], mask=(n < N)[:, None] & (p < P)[None, :], other=0.0)
+    # entering state H[p, n] = the state after the previous chunk (chunk 0: the initial state), transposed
+    pn = p[None, :] * N + n[:, None]  # [BLOCK_N, BLOCK_P]
+    m_pn = (n < N)[:, None] & (p < P)[None, :]
+    prev = tl.maximum(chunk - 1, 0).to(tl.int64)
+    st = st_ptr + bi.to(tl.int64) * ssb + prev * ssc + hi * ssh
+    h_in = tl.load(st + pn, mask=m_pn & (chunk > 0), other=0.0)
+    if HAS_INIT:
+        h_in += tl.load(init_ptr + pid_bh.to(tl.int64) * P * N + pn, mask=m_pn & (chunk == 0), other=0.0)
     acc = _dot(ct, h_in.to(ct.dtype), DOT) * tl.exp(cum_t)[:, None]  # [BLOCK_T, BLOCK_P]
     n_chunks = (L + Q - 1) // Q
     cb_base = cb_ptr + ((bi * G + gi).to(tl.int64) * n_chunks + chunk) * Q * Q
@@ -277,10 +296,11 @@ def ssd_scan(
         _state_pass_kernel[(b * h, triton.cdiv(p * n, tiles.pass_block))](
             states, cum, init if init is not None else final, final, h, p * n, n_chunks,
             *states.stride()[:3], *cum.stride()[:3], Q=q, HAS_INIT=init is not None, BLOCK=tiles.pass_block,
-            num_warps=tiles.warps_pass)
+            GROUP=tiles.pass_group, num_warps=tiles.warps_pass)
         _chunk_scan_kernel[(b * h, n_chunks * n_tiles, triton.cdiv(p, bp))](
-            x, dt, cum, C, cb, states, y, l, h, p, n, h // g, g, *common, *C.stride(),
-            *states.stride()[:3], *y.stride()[:3],
-            Q=q, BLOCK_T=block_t, BLOCK_P=bp, BLOCK_N=bn, DOT=dot, num_warps=tiles.warps_scan,
+            x, dt, cum, C, cb, states, init if init is not None else final, y, l, h, p, n, h // g, g, *common,
+            *C.stride(), *states.stride()[:3], *y.stride()[:3],
+            Q=q, BLOCK_T=block_t, BLOCK_P=bp, BLOCK_N=bn, DOT=dot, HAS_INIT=init is not None,
+            num_warps=tiles.warps_scan,
             num_stages=tiles.stages)
     return y, final
