@@ -28,7 +28,7 @@ from vamba_eval.models.vamba import ssd_triton  # noqa: E402
 VARIANTS = {
     "default": {},
     "pass_block=64": {"pass_block": 64}, "pass_block=256": {"pass_block": 256},
-    "pass_group=8": {"pass_group": 8}, "pass_group=32": {"pass_group": 32},
+    "pass_group=32": {"pass_group": 32},
     "warps_pass=2": {"warps_pass": 2}, "warps_pass=8": {"warps_pass": 8},
     "warps_state=8": {"warps_state": 8}, "warps_scan=8": {"warps_scan": 8},
     "block_t=128": {"block_t": 128}, "block_t=128,stages=1": {"block_t": 128, "stages": 1},

@@ -188,6 +188,13 @@ def test_fla_backend_carries_the_fused_scan_and_env_turns_it_off(monkeypatch):
     assert backends.with_fused_ops(mamba_like).fused == ("conv1d_blc", "gated_norm")
 
 
+def test_tiles_refuse_shapes_tl_dot_cannot_take():
+    with pytest.raises(ValueError, match="pass_group.*powers of two"):
+        ssd_triton.Tiles(pass_group=8)
+    with pytest.raises(ValueError, match="block_t"):
+        ssd_triton.Tiles(block_t=48)
+
+
 def test_bad_arguments_explain():
     x = torch.randn(1, 5, 2, 16)
     with pytest.raises(RuntimeError, match="TRITON_INTERPRET=1"):  # CPU tensors, no interpreter

@@ -49,6 +49,13 @@ class Tiles:
     warps_scan: int = 4
     stages: int = 3  # software-pipelining depth of the state and scan loops (Triton's default)
 
+    def __post_init__(self) -> None:
+        sizes = {"block_t": self.block_t, "max_block_p": self.max_block_p, "pass_block": self.pass_block,
+                 "pass_group": self.pass_group}
+        bad = {k: v for k, v in sizes.items() if v < 16 or v & (v - 1)}
+        if bad:  # tl.dot needs every dimension ≥ 16 (pass_group 8 failed to compile on the H100)
+            raise ValueError(f"ssd_triton.Tiles: {bad} must be powers of two ≥ 16")
+
 
 TILES = Tiles()
 # how tl.dot runs: native (tensor cores; fp16/bf16 on the GPU), exact fp32 ("ieee"), or — under
