@@ -34,7 +34,6 @@ from torch import Tensor
 from vamba_eval.models.vamba.triton_ops import INTERPRETED, _check, _jit, _on, tl, triton
 
 
-
 @dataclass(frozen=True)
 class Tiles:
     """Launch shapes (``benchmarks/ssd_tuning.py`` times alternatives on the GPU)."""
