@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import sys
@@ -154,7 +155,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--profile", type=int, default=0, help="profile one prefill at this many frames, then exit "
                     "(after compiling the video path if --compile is given)")
-    ap.add_argument("--sdpa", default="", help="restrict SDPA backends: flash | cudnn | efficient | math")
+    ap.add_argument("--sdpa", default="", help="restrict SDPA backends (ViT and decoder): flash | cudnn | "
+                    "efficient | math")
     ap.add_argument("--compile", default="", help="comma list of frame counts to re-time after torch.compile of "
                     "the video path (ViT blocks + mixers)")
     args = ap.parse_args()
@@ -167,6 +169,7 @@ def main() -> None:
         names = {"flash": SDPBackend.FLASH_ATTENTION, "cudnn": SDPBackend.CUDNN_ATTENTION,
                  "efficient": SDPBackend.EFFICIENT_ATTENTION, "math": SDPBackend.MATH}
         sdpa_kernel([names[x] for x in args.sdpa.split(",")]).__enter__()
+        os.environ["VAMBA_EVAL_VIT_SDPA"] = args.sdpa  # the ViT sets its own backends (vision_sdpa_backends)
         env["sdpa"] = args.sdpa
     t0 = time.perf_counter()
     model = build(args.backend, args.seed)

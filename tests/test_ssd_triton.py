@@ -38,6 +38,8 @@ CASES = {
     "nonpow2-p-n": (1, 130, 2, 24, 1, 20, 64, "fp32", True),
     "many-chunks": (1, 300, 3, 16, 1, 32, 16, "fp32", True),
     "wide-p-two-tiles": (1, 70, 2, 80, 1, 16, 64, "fp32", True),
+    "chunk-48-tiles-32": (1, 70, 2, 16, 1, 16, 48, "fp32", True),  # any chunk size: a power of two ≤ it
+    "chunk-8-tiles-16": (1, 40, 2, 16, 1, 16, 8, "fp32", True),
     "bf16": (1, 130, 4, 16, 1, 16, 64, "bf16", True),
     "bf16-groups2": (2, 90, 4, 32, 2, 32, 32, "bf16", False),
     "fp16": (1, 130, 4, 16, 1, 16, 64, "fp16", True),

@@ -106,11 +106,6 @@ def _use_fused(op: Callable | None, *tensors: Tensor | None) -> bool:
     return all(t.dtype in _FUSED_DTYPES for t in given)
 
 
-def _pow2_chunk(chunk_size: int) -> bool:
-    """The fused SSD scan tiles chunks of a power of two ≥ 16 (else the backend's own scan runs)."""
-    return chunk_size >= 16 and chunk_size & (chunk_size - 1) == 0
-
-
 class _MixerBase(nn.Module):
     """Backend resolution shared by both mixers."""
 
@@ -233,7 +228,7 @@ class Mamba2Mixer(_MixerBase):
         A = -torch.exp(self.A_log.float())  # [h]
         h0 = None if state is None else state.ssm_state
         scan = kernels.mamba2_scan
-        if _use_fused(kernels.mamba2_scan_fwd, x, dt, B, C, h0) and _pow2_chunk(self.chunk_size):
+        if _use_fused(kernels.mamba2_scan_fwd, x, dt, B, C, h0):
             scan = kernels.mamba2_scan_fwd  # forward-only SSD kernels reading B/C in place
         y, ssm_state = scan(x, dt, A, B, C, self.chunk_size, h0)
         y = self._skip_and_norm(kernels, y, x, z, u.dtype)  # [b, l, d_inner]

@@ -266,8 +266,8 @@ def ssd_scan(
 
     x [b, l, h, p] (any strides), dt [b, l, h], A [h], B/C [b, l, g, n], initial_state [b, h, p, n].
     Returns y [b, l, h, p] (x's dtype, contiguous) and the final state [b, h, p, n] fp32.
-    ``chunk_size`` bounds the chunk (a power of two ≥ 16); short inputs use a smaller chunk
-    (the result does not depend on the chunking beyond rounding).
+    The kernels tile chunks of a power of two ≥ 16: the largest one ≤ ``chunk_size`` (16 if it is
+    smaller), and less for short inputs; the result does not depend on the chunking beyond rounding.
     """
     device = _check("ssd_scan", {"x": x, "dt": dt, "A": A, "B": B, "C": C, "initial_state": initial_state})
     b, l, h, p = x.shape
@@ -275,9 +275,7 @@ def ssd_scan(
     if B.shape != C.shape or B.shape[:2] != (b, l) or dt.shape != (b, l, h) or h % g:
         raise ValueError(f"ssd_scan: shapes x {tuple(x.shape)}, dt {tuple(dt.shape)}, B {tuple(B.shape)}, "
                          f"C {tuple(C.shape)} do not fit [b, l, h, p] / [b, l, h] / [b, l, g, n] with h % g == 0")
-    if chunk_size < 16 or chunk_size & (chunk_size - 1):
-        raise ValueError(f"ssd_scan: chunk_size must be a power of two ≥ 16, got {chunk_size}")
-    q = min(chunk_size, _pow2(l))
+    q = min(max(16, 1 << (max(1, chunk_size).bit_length() - 1)), _pow2(l))  # power of two ≥ 16
     block_t = min(tiles.block_t, q)
     n_chunks = triton.cdiv(l, q)
     B, C = B.to(x.dtype), C.to(x.dtype)  # tl.dot needs one operand dtype (no copy when equal)

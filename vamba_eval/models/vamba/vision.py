@@ -155,7 +155,6 @@ def encode_frames(visual: torch.nn.Module, pixels: torch.Tensor, grid: VideoGrid
 
 
 VIT_SDPA_ENV = "VAMBA_EVAL_VIT_SDPA"  # comma list of SDPA backends for the ViT, in order of preference
-_SDPA_NAMES = ("flash", "efficient", "cudnn", "math")
 
 
 def vision_sdpa_backends():
@@ -171,5 +170,5 @@ def vision_sdpa_backends():
     names = [n.strip() for n in os.environ.get(VIT_SDPA_ENV, "flash,efficient,math").split(",") if n.strip()]
     unknown = [n for n in names if n not in table]
     if unknown or not names:
-        raise ValueError(f"{VIT_SDPA_ENV}={os.environ.get(VIT_SDPA_ENV)!r}: use a comma list of {_SDPA_NAMES}")
+        raise ValueError(f"{VIT_SDPA_ENV}={os.environ.get(VIT_SDPA_ENV)!r}: use a comma list of {tuple(table)}")
     return sdpa_kernel([table[n] for n in names])
