@@ -34,6 +34,8 @@ ap.add_argument("--head-dim", type=int, default=16)
 ap.add_argument("--tied", action="store_true")
 ap.add_argument("--postq", action="store_true")
 ap.add_argument("--lr", type=float, default=2e-3)
+ap.add_argument("--verify", type=float, default=0.0, help="weight of the option-verification loss (0 = off)")
+ap.add_argument("--vlayer", type=int, default=2, help="layer whose state at each option's last token is probed")
 ap.add_argument("--batch", type=int, default=32)
 ap.add_argument("--device", default="cpu")
 ap.add_argument("--tokenizer", type=Path, default=Path("build/train/data/tokenizer"))
@@ -85,7 +87,25 @@ EOS = tok.convert_tokens_to_ids(IM_E)
 PAD = tok.convert_tokens_to_ids("<|endoftext|>")
 
 
+OPTION_LINE = __import__("re").compile(r"^\(([A-D])\) (.*)$", __import__("re").M)
+
+
+def option_marks(prompt: str, answer: str) -> list[tuple[int, int]]:
+    """[(token index of each option line's last token, 1 if its text is the answer else 0)]"""
+    if not answer:
+        return []
+    enc = tok(prompt, add_special_tokens=False, return_offsets_mapping=True)
+    ends = [e for _, e in enc["offset_mapping"]]
+    out = []
+    for m in OPTION_LINE.finditer(prompt):
+        last = max(i for i, e in enumerate(ends) if e <= m.end())
+        out.append((last, int(m.group(2) == answer)))
+    return out
+
+
 def batch(items: list[tuple[str, str, str]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    global MARKS
+    MARKS = [option_marks(p, a) for p, _, a in items]
     enc = [(tok(p, add_special_tokens=False)["input_ids"], tok(r, add_special_tokens=False)["input_ids"] + [EOS],
             tok(" " + a, add_special_tokens=False)["input_ids"][0] if a else -100) for p, r, a in items]
     length = max(len(p) + len(r) for p, r, _ in enc)
@@ -102,7 +122,8 @@ cfg = Qwen2Config(vocab_size=len(tok), hidden_size=a.hidden, intermediate_size=3
                   num_hidden_layers=a.layers, num_attention_heads=heads, num_key_value_heads=max(1, heads // 2),
                   max_position_embeddings=1024, tie_word_embeddings=a.tied)
 model = Qwen2ForCausalLM(cfg).to(dev)
-opt = torch.optim.AdamW(model.parameters(), lr=a.lr, betas=(0.9, 0.98), weight_decay=0.01)
+vhead = torch.nn.Linear(a.hidden, 1).to(dev)  # training-only probe of "this option is the answer"
+opt = torch.optim.AdamW([*model.parameters(), *vhead.parameters()], lr=a.lr, betas=(0.9, 0.98), weight_decay=0.01)
 KINDS = ["qa"] * 8 + ["open"] * 6 + ["find"] * 3 + ["list"] * 3
 
 
@@ -115,6 +136,15 @@ def aux_loss(hidden_states: tuple, labels: torch.Tensor, answer: torch.Tensor) -
     w = model.lm_head.weight if head == "lm" else model.model.embed_tokens.weight
     logits = h @ w.float().T
     return F.cross_entropy(logits, answer[rows]), float((logits.argmax(-1) == answer[rows]).float().mean())
+
+
+def verify_loss(hidden_states: tuple) -> tuple[torch.Tensor, float]:
+    rows = [(b, i, y) for b, marks in enumerate(MARKS) for i, y in marks]
+    if not rows:
+        return torch.zeros((), device=dev), float("nan")
+    b, i, y = (torch.tensor(c, device=dev) for c in zip(*rows))
+    logit = vhead(model.model.norm(hidden_states[a.vlayer][b, i])).squeeze(-1).float()
+    return F.binary_cross_entropy_with_logits(logit, y.float()), float(((logit > 0).long() == y).float().mean())
 
 
 def evaluate() -> dict[str, float]:
@@ -144,12 +174,17 @@ for step in range(steps + 1):
         g["lr"] = a.lr * min(1.0, (step + 1) / 100)
     kind = KINDS[int(rng.integers(len(KINDS)))]
     ids, labels, answer = batch([example(rng, kind) for _ in range(a.batch)])
-    out = model(input_ids=ids, output_hidden_states=aux_w > 0)
+    out = model(input_ids=ids, output_hidden_states=aux_w > 0 or a.verify > 0)
     loss = F.cross_entropy(out.logits[:, :-1].reshape(-1, out.logits.shape[-1]), labels[:, 1:].reshape(-1),
                            ignore_index=-100)
     if aux_w > 0:
         aux, _ = aux_loss(out.hidden_states, labels, answer)
         loss = loss + aux_w * aux
+    if a.verify > 0:
+        ver, vacc = verify_loss(out.hidden_states)
+        loss = loss + a.verify * ver
+        if step % 250 == 0 and vacc == vacc:
+            print(f"[{a.name}] step {step} verify loss {float(ver):.3f} acc {vacc:.3f}", flush=True)
     loss.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
     opt.step()
