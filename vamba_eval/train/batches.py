@@ -9,6 +9,7 @@ is teacher position q + N: that is how the distillation loss lines the two up.
 
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -18,7 +19,7 @@ import torch
 
 from vamba_eval.models.base import qwen_chat
 from vamba_eval.train.data import load_examples, load_frames_cache
-from vamba_eval.train.formats import prompt_from_dict
+from vamba_eval.train.formats import OPTION_RE, prompt_from_dict
 
 IGNORE = -100
 PAD_TO = 32
@@ -32,11 +33,13 @@ class Batch:
     frames: torch.Tensor  # [b, T, H, W, 3] uint8
     vision_start: list[int]  # per row, index of <|vision_start|>
     answer: Optional[torch.Tensor] = None  # [b] first token of the answer's content (IGNORE: none), answer_token
+    marks: Optional[torch.Tensor] = None  # [b, M, 2] (prompt position, is-the-answer) per option (-1: none), option_marks
 
     def to(self, device: torch.device) -> "Batch":
         return Batch(self.ids.to(device), self.labels.to(device), self.mask.to(device),
                      self.frames.to(device), self.vision_start,
-                     None if self.answer is None else self.answer.to(device))
+                     None if self.answer is None else self.answer.to(device),
+                     None if self.marks is None else self.marks.to(device))
 
 
 @dataclass
@@ -74,6 +77,30 @@ def answer_token(tokenizer: Any, ex: dict[str, Any]) -> int:
     return int(tokenizer(" " + text, add_special_tokens=False)["input_ids"][0])
 
 
+def option_marks(tokenizer: Any, ex: dict[str, Any]) -> tuple[tuple[int, int], ...]:
+    """Per option line of the prompt: (index of its last prompt token, 1 if its text is the answer else 0);
+    () without an answer, without option lines, or unless exactly one option carries the answer.
+
+    The option-verification loss (``forward.option_verify_loss``) asks a middle layer, at each option's last
+    token, whether that option is the answer: four supervised bits per question where the reply gives one."""
+    answer = (ex.get("answer") or "").strip()
+    user = ex["prompt"]["user"]
+    if not answer or not user:
+        return ()
+    text = qwen_chat(prompt_from_dict(ex["prompt"]), "")
+    start = text.index(user)
+    lines, offset = [], start
+    for line in user.split("\n"):
+        m = OPTION_RE.match(line)
+        if m is not None:
+            lines.append((offset + len(line), int(m.group(2).strip() == answer)))
+        offset += len(line) + 1
+    if len(lines) < 2 or sum(y for _, y in lines) != 1:
+        return ()
+    ends = [e for _, e in tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]]
+    return tuple((bisect.bisect_right(ends, end) - 1, y) for end, y in lines)
+
+
 class TrainSet:
     """All examples, tokenised once; frames kept as uint8 tensors per shape group."""
 
@@ -85,6 +112,7 @@ class TrainSet:
         self.examples = load_examples(folder)
         self.encoded = [encode_example(tokenizer, e, self.ids.eos) for e in self.examples]
         self.answers = [answer_token(tokenizer, e) for e in self.examples]
+        self.marks = [option_marks(tokenizer, e) for e in self.examples]
         self.pools: dict[tuple[str, str, str], list[int]] = {}
         for i, (e, (p, r)) in enumerate(zip(self.examples, self.encoded)):
             if len(p) + len(r) <= max_len:
@@ -119,12 +147,13 @@ class TrainSet:
         return self.collate(chosen, blank)
 
     def collate(self, indices: list[int], blank: Optional[tuple] = None) -> Batch:
-        items = [(*self.encoded[i], None if blank else self.frames[g][r], self.answers[i])
+        items = [(*self.encoded[i], None if blank else self.frames[g][r], self.answers[i], self.marks[i])
                  for i, (g, r) in ((i, self.videos[self.examples[i]["video"]]) for i in indices)]
         return collate_items(items, self.ids.pad, self.ids.vision_start, blank)
 
 
-# prompt ids, reply ids (+ eos), frames [T, H, W, 3] (array or tensor)[, answer_token (default IGNORE)]
+# prompt ids, reply ids (+ eos), frames [T, H, W, 3] (array or tensor)[, answer_token (default IGNORE)
+# [, option_marks (default none)]]
 Item = tuple
 
 
@@ -144,7 +173,20 @@ def collate_items(items: list[Item], pad: int, vision_start: int, blank: Optiona
     else:
         frames = _stack([it[2] for it in items])  # [b, T, H, W, 3] uint8
     answer = torch.tensor([it[3] if len(it) > 3 else IGNORE for it in items])  # [b]
-    return Batch(ids, labels, mask, frames, [it[0].index(vision_start) for it in items], answer)
+    return Batch(ids, labels, mask, frames, [it[0].index(vision_start) for it in items], answer, _marks(items))
+
+
+def _marks(items: list[Item]) -> Optional[torch.Tensor]:
+    """[b, M, 2] option marks (rows without options padded with -1); None when no item has any."""
+    rows = [it[4] if len(it) > 4 else () for it in items]
+    width = max(len(r) for r in rows)
+    if not width:
+        return None
+    out = torch.full((len(rows), width, 2), -1, dtype=torch.long)
+    for i, row in enumerate(rows):
+        if row:
+            out[i, :len(row)] = torch.tensor(row)
+    return out
 
 
 def _stack(frames: list[Any]) -> torch.Tensor:

@@ -29,7 +29,8 @@ def batch_pixels(frames: torch.Tensor, vision_cfg: Any) -> tuple[torch.Tensor, A
 def student_logits(model: Any, batch: Batch, stats: Optional[dict[str, torch.Tensor]] = None,
                    keep_layer: int = 0) -> torch.Tensor:
     """VAMBA logits [b, L, V] for a batch of (text, video) pairs; ``stats["video"]``: the layer-0 video stream;
-    ``keep_layer`` = k > 0: ``stats["layer"]`` is the text stream [b, L, d] after the first k decoder layers."""
+    ``keep_layer`` = k > 0: ``stats["layer"]`` is the text stream [b, L, d] after the first k decoder layers
+    (with ``stats``, every layer's is kept as ``stats["layer{k}"]`` too: references, no copies)."""
     vcfg = model.hf_config.vision_config
     pixels, grid = batch_pixels(batch.frames, vcfg)
     tokens = encode_frames(model.visual, pixels, grid, model._block_fn)  # [b·M, d]
@@ -42,8 +43,10 @@ def student_logits(model: Any, batch: Batch, stats: Optional[dict[str, torch.Ten
     last = len(model.layers) - 1
     for i, layer in enumerate(model.layers):
         h, v = layer(h, v, pe, video_rope=None, q_rope=q_rope, update_video=i < last)
-        if stats is not None and i + 1 == keep_layer:
-            stats["layer"] = h
+        if stats is not None:
+            stats[f"layer{i + 1}"] = h
+            if i + 1 == keep_layer:
+                stats["layer"] = h
     return model.lm_head(model.model.norm(h))
 
 
@@ -156,6 +159,26 @@ def answer_aux_loss(hidden: torch.Tensor, norm: Any, lm_head: Any, labels: torch
     logits = lm_head(norm(hidden[rows, pos])).float()  # [r, V]
     gold = answer[rows]
     return F.cross_entropy(logits, gold), float((logits.argmax(-1) == gold).float().mean())
+
+
+def option_verify_loss(hidden: torch.Tensor, probe: torch.nn.Module, norm: Any, marks: Optional[torch.Tensor],
+                       shift: int = 0) -> tuple[torch.Tensor, float]:
+    """Binary cross-entropy of a training-only linear ``probe`` on a MIDDLE layer's state at each option
+    line's last token (``batches.option_marks``): is this option the answer?
+
+    Why (issue 6, scripts/diagnostics/README.md): the reply gives one supervised letter per question and the
+    letter composition learns late. Asked at every option, the layers below learn to mark the right option
+    where it stands (it can see the video and the question); the layers above then only find the marked
+    line and copy its letter. ``hidden`` [b, L, d] in the sequence coordinates of the prompt shifted by
+    ``shift`` (the teacher's video tokens, all before the options). Returns (loss, accuracy); (0, nan)
+    without marks in the batch."""
+    if marks is None or not bool((marks[..., 0] >= 0).any()):
+        return hidden.new_zeros(()).float(), float("nan")
+    rows, cols = torch.nonzero(marks[..., 0] >= 0, as_tuple=True)  # [r] each
+    pos = marks[rows, cols, 0] + shift  # [r]
+    gold = marks[rows, cols, 1].float()  # [r]
+    logit = probe(norm(hidden[rows, pos])).squeeze(-1).float()  # [r]
+    return F.binary_cross_entropy_with_logits(logit, gold), float(((logit > 0).float() == gold).float().mean())
 
 
 def video_scale_penalty(video: torch.Tensor, target: float = 1.0) -> torch.Tensor:

@@ -74,6 +74,10 @@ class Recipe:
     # token where the reply starts (teacher: binding + video; stage 2); 0 = off
     answer_aux_weight: float = 1.0
     answer_aux_layer: int = 2
+    # forward.option_verify_loss: decoder layer ``option_verify_layer`` is asked, at each option line's last token,
+    # whether that option is the answer (a training-only linear probe; teacher and stage 2); 0 = off
+    option_verify_weight: float = 0.0
+    option_verify_layer: int = 2
     export_dtype: str = "float32"
     data: DataRecipe = field(default_factory=DataRecipe)
     model: ModelRecipe = field(default_factory=ModelRecipe)
@@ -131,6 +135,7 @@ def preset(name: str) -> Recipe:
                             vocab_size=400, workers=1)
         r.model = ModelRecipe(hidden=32, layers=2, intermediate=64, vision_embed=32, vision_depth=1, vision_heads=2)
         r.answer_aux_layer = 1
+        r.option_verify_layer = 1
         r.data.vision_pairs = 24
         r.vision = StageRecipe(steps=2, lr=3e-3, batch=4, warmup=0)
         r.binding = StageRecipe(steps=2, lr=3e-3, batch=4, warmup=0, drill_fraction=1.0)

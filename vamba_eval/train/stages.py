@@ -14,14 +14,15 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Iterable, Optional
 
 import torch
 
 from vamba_eval.train import ckpt
 from vamba_eval.train.batches import Batch, BlankVideo, TrainSet, token_ids
-from vamba_eval.train.forward import (aligned_kl, answer_aux_loss, batch_vision_attention, lm_loss, student_logits,
-                                      teacher_forward, track_layer, track_video_tokens, video_scale_penalty)
+from vamba_eval.train.forward import (aligned_kl, answer_aux_loss, batch_vision_attention, lm_loss, option_verify_loss,
+                                      student_logits, teacher_forward, track_layer, track_video_tokens,
+                                      video_scale_penalty)
 from vamba_eval.train.loop import Logger, train, validate
 from vamba_eval.train.recipe import Recipe, mixer_overrides, qwen2vl_config
 from vamba_eval.train.stream import StreamSet, training_set
@@ -49,16 +50,23 @@ def new_teacher(recipe: Recipe, tokenizer: Any, seed: int) -> Any:
     return Qwen2VLForConditionalGeneration(cfg)
 
 
-def teacher_step(model: Any, video_pad: int, norm_weight: float = 0.0, aux: tuple[float, int] = (0.0, 0)):
+# (weight, layer k, the training-only probe) of the option-verification loss (forward.option_verify_loss)
+Verify = tuple[float, int, torch.nn.Module]
+
+
+def teacher_step(model: Any, video_pad: int, norm_weight: float = 0.0, aux: tuple[float, int] = (0.0, 0),
+                 verify: Optional[Verify] = None):
     """LM loss (+ ``norm_weight`` · video-token scale penalty, see ``forward.video_scale_penalty``)
-    (+ ``aux`` = (weight, layer k): weight · the answer-content loss at layer k, ``forward.answer_aux_loss``)."""
+    (+ ``aux`` = (weight, layer k): weight · the answer-content loss at layer k, ``forward.answer_aux_loss``)
+    (+ ``verify``: weight · the option-verification loss at its layer, ``forward.option_verify_loss``)."""
     store = track_video_tokens(model)
     weight, layer = aux
     hidden = track_layer(model, layer) if weight else {}
+    checked = track_layer(model, verify[1]) if verify else {}
     lm_model = model.model.language_model if hasattr(model.model, "language_model") else model.model
 
     def step(batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
-        logits, labels, _ = teacher_forward(model, batch, video_pad)
+        logits, labels, n = teacher_forward(model, batch, video_pad)
         lm = lm_loss(logits, labels)
         loss, parts = lm, {"lm": float(lm.detach())}
         if norm_weight:
@@ -67,14 +75,17 @@ def teacher_step(model: Any, video_pad: int, norm_weight: float = 0.0, aux: tupl
         if weight:
             loss, parts = _add_aux(loss, parts, weight, *answer_aux_loss(hidden["layer"], lm_model.norm,
                                                                          model.lm_head, labels, batch.answer))
+        if verify:
+            loss, parts = _add_aux(loss, parts, verify[0], *option_verify_loss(
+                checked["layer"], verify[2], lm_model.norm, batch.marks, n), name="verify")
         return loss, parts
     return step
 
 
 def _add_aux(loss: torch.Tensor, parts: dict[str, float], weight: float, aux: torch.Tensor,
-             acc: float) -> tuple[torch.Tensor, dict[str, float]]:
+             acc: float, name: str = "aux") -> tuple[torch.Tensor, dict[str, float]]:
     if acc == acc:  # not nan: the batch has answers (captions and drill listings have none)
-        parts = {**parts, "aux": float(aux.detach()), "aux_acc": acc}
+        parts = {**parts, name: float(aux.detach()), f"{name}_acc": acc}
     return loss + weight * aux, parts
 
 
@@ -89,6 +100,23 @@ def aux_setting(recipe: Recipe) -> tuple[float, int]:
     return (recipe.answer_aux_weight, recipe.answer_aux_layer)
 
 
+def verify_setting(recipe: Recipe, device: torch.device) -> Optional[Verify]:
+    """The option-verification loss's (weight, layer, a fresh probe on ``device``); None when off. The probe
+    is a training aid only: it is not part of the checkpoint (each stage or round starts a new one)."""
+    if recipe.option_verify_weight <= 0:
+        return None
+    k = recipe.option_verify_layer
+    if not 1 <= k < recipe.model.layers:
+        raise ValueError(f"option_verify_layer={k}: pick 1 … {recipe.model.layers - 1} (a layer below the last "
+                         f"of model.layers={recipe.model.layers}), or option_verify_weight=0 to turn it off")
+    return (recipe.option_verify_weight, k, torch.nn.Linear(recipe.model.hidden, 1).to(device))
+
+
+def with_probe(params: Iterable[torch.nn.Parameter], verify: Optional[Verify]) -> list[torch.nn.Parameter]:
+    """The model's parameters plus the verification probe's (trained alongside, never saved)."""
+    return [*params, *(verify[2].parameters() if verify else ())]
+
+
 def run_teacher(out: Path, data_dir: Path, recipe: Recipe, device: torch.device, log: Logger) -> Path:
     """Round 1 of the teacher: vision stage, binding drills, then ``recipe.teacher`` on video (``continue_teacher``
     runs the further rounds, one process — or one GPU lease — each)."""
@@ -99,13 +127,15 @@ def run_teacher(out: Path, data_dir: Path, recipe: Recipe, device: torch.device,
     log(f"[teacher] Qwen2-VL {sum(p.numel() for p in model.parameters()):,} params; "
         f"{data.count('qa')} QA + {data.count('caption')} caption examples" + _stream_note(recipe))
     pad = token_ids(tokenizer).video_pad
+    verify = verify_setting(recipe, device)
     try:
         vision = run_vision(model, recipe, device, log)
-        hist = vision + run_binding(model, data, recipe, device, log, tokenizer)
+        hist = vision + run_binding(model, data, recipe, device, log, tokenizer, verify)
         if vision and not recipe.teacher_trains_vit:
             frozen = freeze_vit(model)
             log(f"[teacher] ViT frozen after the vision stage ({frozen:,} params; the merger trains)")
-        hist += train(model.parameters(), teacher_step(model, pad, recipe.video_norm_penalty, aux_setting(recipe)),
+        hist += train(with_probe(model.parameters(), verify),
+                      teacher_step(model, pad, recipe.video_norm_penalty, aux_setting(recipe), verify),
                       data, recipe.teacher, device, recipe.seed, log, "teacher")
     finally:
         _close(data, log, "teacher")
@@ -134,8 +164,10 @@ def continue_teacher(out: Path, data_dir: Path, recipe: Recipe, device: torch.de
     pad = token_ids(tokenizer).video_pad
     name = f"teacher+{rounds}"
     stage = dataclasses.replace(recipe.teacher, warmup=min(recipe.teacher.warmup, 20))
+    verify = verify_setting(recipe, device)
     try:
-        hist += train(model.parameters(), teacher_step(model, pad, recipe.video_norm_penalty, aux_setting(recipe)),
+        hist += train(with_probe(model.parameters(), verify),
+                      teacher_step(model, pad, recipe.video_norm_penalty, aux_setting(recipe), verify),
                       data, stage, device, recipe.seed + rounds, log, name)
     finally:
         _close(data, log, name)
@@ -168,7 +200,7 @@ def freeze_vit(model: Any) -> int:
 
 
 def run_binding(model: Any, data: TrainSet, recipe: Recipe, device: torch.device, log: Logger,
-                tokenizer: Any) -> list[dict[str, Any]]:
+                tokenizer: Any, verify: Optional[Verify] = None) -> list[dict[str, Any]]:
     """The teacher's first phase: option-binding drills only, on a blank 1-token video (text answers).
 
     Letter binding sits on a loss plateau for ~2,000 steps × 128 (scripts/diagnostics/README.md); on a
@@ -184,9 +216,9 @@ def run_binding(model: Any, data: TrainSet, recipe: Recipe, device: torch.device
     flags = [(p, p.requires_grad) for p in visual.parameters()]
     visual.requires_grad_(False)
     try:
-        hist = train(model.parameters(), teacher_step(model, video_pad, aux=aux_setting(recipe)), text_only,
-                     recipe.binding, device,
-                     recipe.seed, log, "binding")
+        hist = train(with_probe(model.parameters(), verify),
+                     teacher_step(model, video_pad, aux=aux_setting(recipe), verify=verify), text_only,
+                     recipe.binding, device, recipe.seed, log, "binding")
     finally:
         for p, flag in flags:
             p.requires_grad_(flag)
@@ -235,10 +267,10 @@ def set_trainable(model: torch.nn.Module, stage: str) -> list[str]:
 
 
 def student_step(model: Any, teacher: Optional[Any], lam: float, topk: int, video_pad: int,
-                 norm_weight: float = 0.0, aux: tuple[float, int] = (0.0, 0)):
+                 norm_weight: float = 0.0, aux: tuple[float, int] = (0.0, 0), verify: Optional[Verify] = None):
     """LM loss, plus λ·top-k KL to the teacher when λ > 0 (λ = 0 is exactly the LM loss), plus the
-    video-scale penalty when the merger trains (``norm_weight`` > 0), plus the answer-content loss
-    (``aux`` = (weight, layer), as the teacher's)."""
+    video-scale penalty when the merger trains (``norm_weight`` > 0), plus the answer-content and
+    option-verification losses (``aux`` = (weight, layer), ``verify``: as the teacher's)."""
     weight, layer = aux
 
     def step(batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
@@ -252,6 +284,9 @@ def student_step(model: Any, teacher: Optional[Any], lam: float, topk: int, vide
         if weight:
             loss, parts = _add_aux(loss, parts, weight, *answer_aux_loss(stats["layer"], model.model.norm,
                                                                          model.lm_head, batch.labels, batch.answer))
+        if verify:
+            loss, parts = _add_aux(loss, parts, verify[0], *option_verify_loss(
+                stats[f"layer{verify[1]}"], verify[2], model.model.norm, batch.marks), name="verify")
         if teacher is None or lam == 0:
             return loss, parts
         with torch.no_grad():
@@ -279,12 +314,15 @@ def run_student(out: Path, data_dir: Path, recipe: Recipe, device: torch.device,
     norm_weight = recipe.video_norm_penalty if stage == "stage2" else 0.0  # stage 1 does not train the merger
     # the answer-content loss in stage 2 only: stage 1 trains on captions (no answers) and λ = 0 must stay the LM loss
     aux = aux_setting(recipe) if stage == "stage2" else (0.0, 0)
-    step = student_step(model, teacher, lam, recipe.distill_topk, token_ids(tokenizer).video_pad, norm_weight, aux)
+    verify = verify_setting(recipe, device) if stage == "stage2" else None
+    step = student_step(model, teacher, lam, recipe.distill_topk, token_ids(tokenizer).video_pad, norm_weight, aux,
+                        verify)
     settings = recipe.stage1 if stage == "stage1" else recipe.stage2
     before = {"stage": f"{stage}:before", **_validate_student(model, data, device)}
     log(f"[{stage}] held-out before {before}", **before)
     try:
-        hist = [before] + train(model.parameters(), step, data, settings, device, recipe.seed, log, stage)
+        hist = [before] + train(with_probe(model.parameters(), verify), step, data, settings, device, recipe.seed,
+                                log, stage)
     finally:
         _close(data, log, stage)
     hist.append({"stage": stage, **_validate_student(model, data, device)})
