@@ -4,7 +4,8 @@
         [--name NAME]
 
 Loads TEACHER_DIR (its tokenizer must be DATA_DIR's), freezes the ViT as run_teacher does, and trains
-the teacher's mix (recipe ``teacher`` with the overrides, the answer-content loss as the recipe sets it)
+the teacher's mix (recipe ``teacher`` with the overrides, the answer-content and option-verification losses
+as the recipe sets them)
 for SECONDS in CHUNKS chunks, printing the held-out lettered and open accuracy after each; saves the
 result to ``$OUT/teacher`` (with --name: ``$OUT/teacher-NAME.tar``, for runs side by side).
 """
@@ -25,7 +26,8 @@ from vamba_eval.train.batches import token_ids
 from vamba_eval.train.forward import batch_vision_attention, teacher_forward
 from vamba_eval.train.loop import Logger, train, validate
 from vamba_eval.train.recipe import apply_overrides, preset
-from vamba_eval.train.stages import _close, aux_setting, freeze_vit, load_tokenizer_from, teacher_step
+from vamba_eval.train.stages import (_close, aux_setting, freeze_vit, load_tokenizer_from, teacher_step, verify_setting,
+                                    with_probe)
 from vamba_eval.train.stream import training_set
 
 
@@ -52,10 +54,12 @@ def main() -> None:
     log = Logger(None)
     stage = dataclasses.replace(recipe.teacher, max_seconds=args.seconds / args.chunks, warmup=20)
     fn = lambda b: teacher_forward(model, b, pad)[:2]  # noqa: E731
+    verify = verify_setting(recipe, device)  # one probe across the chunks (None: option_verify_weight = 0)
     t0 = time.perf_counter()
     try:
         for k in range(args.chunks):
-            train(model.parameters(), teacher_step(model, pad, recipe.video_norm_penalty, aux_setting(recipe)), data,
+            train(with_probe(model.parameters(), verify),
+                  teacher_step(model, pad, recipe.video_norm_penalty, aux_setting(recipe), verify), data,
                   stage, device, recipe.seed + k, log, f"{args.name}continue{k}")
             model.eval()
             res = {**validate(fn, data, device, size=64), **validate(fn, data, device, size=64, kind="open")}
