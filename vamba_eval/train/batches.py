@@ -66,15 +66,32 @@ def encode_example(tokenizer: Any, ex: dict[str, Any], eos: int) -> tuple[tuple[
 
 
 def answer_token(tokenizer: Any, ex: dict[str, Any]) -> int:
-    """The first token of the example's answer content (``ex["answer"]``, the gold option's text) as it
-    reads after a space, i.e. as in the option lines ("(B) BOX" → 'ĠBOX'); IGNORE when there is none.
+    """The token of the example's answer content (``ex["answer"]``, the gold option's text) that tells it
+    from the other options (``ex["others"]``), as it reads after a space, i.e. as in the option lines
+    ("(B) the white triangle" against "the red square", … → 'Ġwhite'): the first token of the answer that
+    no other option contains, else its first token if no other option starts with it, else IGNORE (no
+    single token names the answer: "a magenta square" among "a magenta circle" and "a black square").
+    Without ``others``: the answer's first token. IGNORE when there is no answer.
 
     The answer-content loss (``forward.answer_aux_loss``) asks a middle layer for this token at the
-    position that starts the reply, whatever the reply's format (a letter, "B) BOX" or the text)."""
+    position that starts the reply, whatever the reply's format (a letter, "B) BOX" or the text). The
+    answer's first token alone was shared with another option in 42 % of the questions ("it appears …" /
+    "it disappears …"), where it names no option (scripts/diagnostics/README.md, session 8)."""
     text = (ex.get("answer") or "").strip()
     if not text:
         return IGNORE
-    return int(tokenizer(" " + text, add_special_tokens=False)["input_ids"][0])
+    gold = _space_ids(tokenizer, text)
+    others = [_space_ids(tokenizer, t) for t in ex.get("others") or () if t.strip()]
+    banned = {t for o in others for t in o}
+    for t in gold:
+        if t not in banned:
+            return int(t)
+    return int(gold[0]) if all(o[0] != gold[0] for o in others) else IGNORE
+
+
+def _space_ids(tokenizer: Any, text: str) -> list[int]:
+    """Token ids of ``text`` as it reads after a space (an option line's text)."""
+    return tokenizer(" " + text.strip(), add_special_tokens=False)["input_ids"]
 
 
 def option_marks(tokenizer: Any, ex: dict[str, Any]) -> tuple[tuple[int, int], ...]:

@@ -29,8 +29,8 @@ from typing import Any, Iterator, Optional
 
 import numpy as np
 
-from vamba_eval.train.formats import (CAPTION_PROMPT, gold_response, gold_text, open_question, prompt_dict,
-                                      template_variant)
+from vamba_eval.train.formats import (CAPTION_PROMPT, gold_response, gold_text, open_question, option_texts,
+                                      prompt_dict, template_variant)
 from vamba_eval.train.recipe import DataRecipe
 from vamba_eval.types import Prompt
 
@@ -126,18 +126,21 @@ def task_chunk(task_name: str, seed: int, copies: int, fast: bool = False, drill
                 continue  # unlabelled / open-ended items: nothing to supervise
             prompt = task.prompt(sample, PromptContext(times, False))
             answer = gold_text(sample)  # the answer's content, whatever the reply format (answer_token)
+            others = [t for t in option_texts(sample) if t != answer]  # the distractors' texts (answer_token)
             examples.append({"kind": "qa", "source": task_name, "video": vid, "prompt": prompt_dict(prompt),
-                             "target": gold_response(task, sample, prompt), "answer": answer})
+                             "target": gold_response(task, sample, prompt), "answer": answer, "others": others})
             for _ in range(copies):
                 variant = template_variant(sample, rng)
                 if variant is not None:
                     examples.append({"kind": "qa", "source": f"{task_name}:template", "video": vid,
-                                     "prompt": prompt_dict(variant[0]), "target": variant[1], "answer": answer})
+                                     "prompt": prompt_dict(variant[0]), "target": variant[1], "answer": answer,
+                                     "others": others})
             examples.extend(drill_examples(task, sample, vid, times, drills, rng))
             opened = open_question(sample)
             if opened is not None:
                 examples.append({"kind": "open", "source": f"{task_name}:open", "video": vid,
-                                 "prompt": prompt_dict(opened[0]), "target": opened[1], "answer": answer})
+                                 "prompt": prompt_dict(opened[0]), "target": opened[1], "answer": answer,
+                                 "others": others})
     return frames, examples
 
 

@@ -13,7 +13,8 @@ learnt in the formats it is used in:
     list   "List every option, each followed by its letter."  →  "Options: BOX (C), CIRCLE (A), …" (random order)
     find   "Which option is exactly BOX?"                     →  the official gold reply for that letter
 
-A find drill also carries ``answer`` (the asked text) for the answer-content loss (forward.answer_aux_loss).
+A find drill also carries ``answer`` (the asked text) and ``others`` (the other options) for the answer-content
+loss (forward.answer_aux_loss, batches.answer_token).
 """
 
 from __future__ import annotations
@@ -73,5 +74,6 @@ def drill_examples(task: Any, sample: Sample, video: int, times: tuple[float, ..
             prompt = task.prompt(drill, PromptContext(times, False))
             target = gold_response(task, drill, prompt)
         out.append({"kind": "drill", "source": f"{task.name}:drill", "video": video, "prompt": prompt_dict(prompt),
-                    "target": target, **({} if k % 2 == 0 else {"answer": shuffled[pick]})})
+                    "target": target, **({} if k % 2 == 0 else {"answer": shuffled[pick],
+                                                                 "others": [t for t in shuffled if t != shuffled[pick]]})})
     return out
