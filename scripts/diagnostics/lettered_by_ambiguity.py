@@ -1,6 +1,6 @@
 """Held-out first-token accuracy of a teacher, split by whether the gold option's first token is shared.
 
-    python scripts/diagnostics/lettered_by_ambiguity.py TEACHER_DIR DATA_DIR [--device cpu]
+    python scripts/diagnostics/lettered_by_ambiguity.py TEACHER_DIR DATA_DIR [--device cpu] [--split val|train]
 
 Lettered QA (``qa``) and open questions (``open``) of DATA_DIR's held-out videos, per task and in total,
 split into "shared" (another option starts with the gold option's first token: "it appears …" / "it
@@ -33,6 +33,7 @@ def main() -> None:
     p.add_argument("teacher", type=Path)
     p.add_argument("data", type=Path)
     p.add_argument("--device", default="cpu")
+    p.add_argument("--split", default="val", choices=("val", "train"), help="train: the same count from the training videos")
     a = p.parse_args()
     dev = torch.device(a.device)
     tok = load_tokenizer(a.data / "tokenizer")
@@ -41,8 +42,9 @@ def main() -> None:
     model = ckpt.load_qwen2vl(a.teacher, dev).eval()
     res: dict[tuple, list[int]] = collections.defaultdict(lambda: [0, 0])
     for (split, kind, _), pool in sorted(data.pools.items()):
-        if split != "val" or kind not in ("qa", "open"):
+        if split != a.split or kind not in ("qa", "open"):
             continue
+        pool = pool[:max(1, len(pool) // 25)] if a.split == "train" else pool  # ≈ the held-out share
         for i in range(0, len(pool), 32):
             idx = pool[i:i + 32]
             batch = data.collate(idx).to(dev)
