@@ -33,7 +33,8 @@ def main() -> None:
     p.add_argument("teacher", type=Path)
     p.add_argument("data", type=Path)
     p.add_argument("--device", default="cpu")
-    p.add_argument("--split", default="val", choices=("val", "train"), help="train: the same count from the training videos")
+    p.add_argument("--split", default="val", choices=("val", "train"),
+                   help="train: about as many examples from the training videos")
     a = p.parse_args()
     dev = torch.device(a.device)
     tok = load_tokenizer(a.data / "tokenizer")

@@ -33,7 +33,7 @@ class Batch:
     frames: torch.Tensor  # [b, T, H, W, 3] uint8
     vision_start: list[int]  # per row, index of <|vision_start|>
     answer: Optional[torch.Tensor] = None  # [b] first token of the answer's content (IGNORE: none), answer_token
-    marks: Optional[torch.Tensor] = None  # [b, M, 2] (prompt position, is-the-answer) per option (-1: none), option_marks
+    marks: Optional[torch.Tensor] = None  # [b, M, 2] (prompt position, is-the-answer) per option (-1: none)
 
     def to(self, device: torch.device) -> "Batch":
         return Batch(self.ids.to(device), self.labels.to(device), self.mask.to(device),

@@ -73,7 +73,7 @@ def drill_examples(task: Any, sample: Sample, video: int, times: tuple[float, ..
             drill = _relabel(sample, shuffled, FIND_QUESTION.format(text=shuffled[pick]), pick)
             prompt = task.prompt(drill, PromptContext(times, False))
             target = gold_response(task, drill, prompt)
+        asked = {} if k % 2 == 0 else {"answer": shuffled[pick], "others": [t for t in shuffled if t != shuffled[pick]]}
         out.append({"kind": "drill", "source": f"{task.name}:drill", "video": video, "prompt": prompt_dict(prompt),
-                    "target": target, **({} if k % 2 == 0 else {"answer": shuffled[pick],
-                                                                 "others": [t for t in shuffled if t != shuffled[pick]]})})
+                    "target": target, **asked})
     return out

@@ -75,7 +75,8 @@ class Recipe:
     answer_aux_weight: float = 1.0
     answer_aux_layer: int = 2
     # forward.option_verify_loss: decoder layer ``option_verify_layer`` is asked, at each option line's last token,
-    # whether that option is the answer (a training-only linear probe; teacher and stage 2); 0 = off
+    # whether that option is the answer (a training-only linear probe; teacher and stage 2); 0 = off. Off by default:
+    # continuing a teacher with it gained nothing measurable (scripts/diagnostics/README.md, session 8, item 12)
     option_verify_weight: float = 0.0
     option_verify_layer: int = 2
     export_dtype: str = "float32"
