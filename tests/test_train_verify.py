@@ -9,7 +9,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from vamba_eval.train.batches import TrainSet, collate_items, encode_example, option_marks, teacher_inputs, token_ids
+from vamba_eval.train.batches import (TrainSet, answer_token, collate_items, encode_example, encode_item, option_marks,
+                                      teacher_inputs, token_ids)
 from vamba_eval.train.forward import option_verify_loss
 from vamba_eval.train.formats import OPTION_RE
 from vamba_eval.train.recipe import preset
@@ -33,7 +34,8 @@ def test_marks_sit_on_each_option_lines_last_token(release) -> None:
         if ex["kind"] in ("open", "caption") or (ex["kind"] == "drill" and "exactly" not in ex["prompt"]["user"]):
             assert marks == (), ex  # no options, or no single answer (a drill's listing)
             continue
-        prompt, _ = encode_example(tok, ex, eos)
+        prompt, reply = encode_example(tok, ex, eos)
+        assert encode_item(tok, ex, eos) == (prompt, reply, answer_token(tok, ex), marks)  # one tokenisation, same ids
         options = [m.group(2).strip() for m in map(OPTION_RE.match, ex["prompt"]["user"].split("\n")) if m]
         assert len(marks) == len(options) and [y for _, y in marks].count(1) == 1
         for (pos, y), text in zip(marks, options):
@@ -98,6 +100,8 @@ def test_both_steps_add_the_verify_loss(models) -> None:
     assert "verify" not in parts0 and 0.0 <= parts["verify_acc"] <= 1.0
     assert float(both) == pytest.approx(float(plain) + 0.5 * parts["verify"], rel=1e-5)
     assert float(s_both) == pytest.approx(float(s_plain) + 0.5 * s_parts["verify"], rel=1e-5)
+    with pytest.raises(ValueError, match="option_verify_layer=2: pick 1 … 1"):
+        teacher_step(models["teacher"], pad, verify=(0.5, 2, verify[2]))  # the test model's last layer
 
 
 def test_verify_setting_is_off_by_default_and_names_a_bad_layer() -> None:

@@ -94,17 +94,31 @@ def _space_ids(tokenizer: Any, text: str) -> list[int]:
     return tokenizer(" " + text.strip(), add_special_tokens=False)["input_ids"]
 
 
+def encode_item(tokenizer: Any, ex: dict[str, Any], eos: int) -> tuple[Any, ...]:
+    """(prompt ids, reply ids + eos, ``answer_token``, ``option_marks``): what a training item carries, with
+    the prompt tokenised once (its offsets place the marks)."""
+    text = qwen_chat(prompt_from_dict(ex["prompt"]), "")
+    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    reply = tokenizer(ex["target"], add_special_tokens=False)["input_ids"]
+    ends = [e for _, e in enc["offset_mapping"]]
+    return tuple(enc["input_ids"]), (*reply, eos), answer_token(tokenizer, ex), _marks(ex, text, ends)
+
+
 def option_marks(tokenizer: Any, ex: dict[str, Any]) -> tuple[tuple[int, int], ...]:
     """Per option line of the prompt: (index of its last prompt token, 1 if its text is the answer else 0);
     () without an answer, without option lines, or unless exactly one option carries the answer.
 
     The option-verification loss (``forward.option_verify_loss``) asks a middle layer, at each option's last
     token, whether that option is the answer: four supervised bits per question where the reply gives one."""
+    return encode_item(tokenizer, ex, -1)[3]
+
+
+def _marks(ex: dict[str, Any], text: str, ends: list[int]) -> tuple[tuple[int, int], ...]:
+    """``option_marks`` from the chat ``text`` and the end offset of each of its tokens."""
     answer = (ex.get("answer") or "").strip()
     user = ex["prompt"]["user"]
     if not answer or not user:
         return ()
-    text = qwen_chat(prompt_from_dict(ex["prompt"]), "")
     start = text.index(user)
     lines, offset = [], start
     for line in user.split("\n"):
@@ -114,7 +128,6 @@ def option_marks(tokenizer: Any, ex: dict[str, Any]) -> tuple[tuple[int, int], .
         offset += len(line) + 1
     if len(lines) < 2 or sum(y for _, y in lines) != 1:
         return ()
-    ends = [e for _, e in tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]]
     return tuple((bisect.bisect_right(ends, end) - 1, y) for end, y in lines)
 
 
@@ -127,9 +140,10 @@ class TrainSet:
         groups, self.videos = load_frames_cache(folder)
         self.frames = {k: torch.from_numpy(v) for k, v in groups.items()}
         self.examples = load_examples(folder)
-        self.encoded = [encode_example(tokenizer, e, self.ids.eos) for e in self.examples]
-        self.answers = [answer_token(tokenizer, e) for e in self.examples]
-        self.marks = [option_marks(tokenizer, e) for e in self.examples]
+        items = [encode_item(tokenizer, e, self.ids.eos) for e in self.examples]
+        self.encoded = [(p, r) for p, r, _, _ in items]
+        self.answers = [a for _, _, a, _ in items]
+        self.marks = [m for _, _, _, m in items]
         self.pools: dict[tuple[str, str, str], list[int]] = {}
         for i, (e, (p, r)) in enumerate(zip(self.examples, self.encoded)):
             if len(p) + len(r) <= max_len:
@@ -190,10 +204,10 @@ def collate_items(items: list[Item], pad: int, vision_start: int, blank: Optiona
     else:
         frames = _stack([it[2] for it in items])  # [b, T, H, W, 3] uint8
     answer = torch.tensor([it[3] if len(it) > 3 else IGNORE for it in items])  # [b]
-    return Batch(ids, labels, mask, frames, [it[0].index(vision_start) for it in items], answer, _marks(items))
+    return Batch(ids, labels, mask, frames, [it[0].index(vision_start) for it in items], answer, _stack_marks(items))
 
 
-def _marks(items: list[Item]) -> Optional[torch.Tensor]:
+def _stack_marks(items: list[Item]) -> Optional[torch.Tensor]:
     """[b, M, 2] option marks (rows without options padded with -1); None when no item has any."""
     rows = [it[4] if len(it) > 4 else () for it in items]
     width = max(len(r) for r in rows)

@@ -126,11 +126,11 @@ def track_video_tokens(model: Any) -> dict[str, torch.Tensor]:
     return visual.merger._video_store
 
 
-def track_layer(model: Any, k: int) -> dict[str, torch.Tensor]:
+def track_layer(model: Any, k: int, setting: str = "answer_aux_layer") -> dict[str, torch.Tensor]:
     """Keep the Qwen2-VL text stream after its first ``k`` decoder layers [b, L + N, d] under "layer"."""
     layers = model.model.language_model.layers if hasattr(model.model, "language_model") else model.model.layers
     if not 1 <= k < len(layers):
-        raise ValueError(f"answer_aux_layer={k}: pick 1 … {len(layers) - 1} (a layer below the last of {len(layers)})")
+        raise ValueError(f"{setting}={k}: pick 1 … {len(layers) - 1} (a layer below the last of {len(layers)})")
     layer = layers[k - 1]
     if getattr(layer, "_vamba_store", None) is None:
         store: dict[str, torch.Tensor] = {}

@@ -62,7 +62,7 @@ def teacher_step(model: Any, video_pad: int, norm_weight: float = 0.0, aux: tupl
     store = track_video_tokens(model)
     weight, layer = aux
     hidden = track_layer(model, layer) if weight else {}
-    checked = track_layer(model, verify[1]) if verify else {}
+    checked = track_layer(model, verify[1], "option_verify_layer") if verify else {}
     lm_model = model.model.language_model if hasattr(model.model, "language_model") else model.model
 
     def step(batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:

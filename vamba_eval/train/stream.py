@@ -22,8 +22,7 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
-from vamba_eval.train.batches import (Batch, Item, TrainSet, answer_token, collate_items, encode_example, option_marks,
-                                      token_ids)
+from vamba_eval.train.batches import Batch, Item, TrainSet, collate_items, encode_item, token_ids
 from vamba_eval.train.recipe import DataRecipe
 
 STREAM_SEED0 = 10_000_000  # stream releases use seeds from here (cached data: first_seed …; demo: 0)
@@ -48,9 +47,9 @@ def stream_job(task: str, seed: int, copies: int, tokenizer_dir: str, drills: in
     frames, examples = task_chunk(task, seed, copies, fast=True, drills=drills)
     out = []
     for ex in examples:
-        prompt, reply = encode_example(tok, ex, eos)
+        prompt, reply, answer, marks = encode_item(tok, ex, eos)
         video = frames[ex["video"]]
-        out.append((ex["kind"], shape_key(video), (prompt, reply, video, answer_token(tok, ex), option_marks(tok, ex))))
+        out.append((ex["kind"], shape_key(video), (prompt, reply, video, answer, marks)))
     return out
 
 
