@@ -151,3 +151,26 @@ def test_joined_video_forward_equals_per_video_and_the_check_catches_a_differenc
     with pytest.raises(RuntimeError, match="joined video"):
         _check_joined(Skewed(teacher), ids, mask, pos, pixels, thw, one, extra)
     assert joined.shape[0] == 3
+
+
+def test_train_split_validation_reads_as_many_training_videos_and_exposes_memorisation(setup):
+    data, tok = setup["data"], setup["tok"]
+    train_rows = [b for b in data.val_batches("qa", 8, split="train")]
+    val_rows = [b for b in data.val_batches("qa", 8)]
+    n_train, n_val = sum(b.ids.shape[0] for b in train_rows), sum(b.ids.shape[0] for b in val_rows)
+    assert 0 < n_train <= n_val  # the first of each training pool, as many as held out
+    seen = {float(f.float().sum()) for b in train_rows for f in b.frames}
+
+    def memoriser(batch):  # right on the training videos' questions, wrong on any other video
+        gold = torch.cat([batch.labels[:, 1:], torch.full_like(batch.labels[:, :1], IGNORE)], 1)
+        logits = torch.full((*gold.shape, len(tok)), -10.0)
+        logits.scatter_(2, gold.clamp(min=0)[..., None], 10.0)
+        for row, f in enumerate(batch.frames):
+            if float(f.float().sum()) not in seen:
+                logits[row] = logits[row].roll(1, dims=-1)
+        return logits, batch.labels
+
+    train = validate(memoriser, data, torch.device("cpu"), split="train")
+    held = validate(memoriser, data, torch.device("cpu"))
+    assert set(train) == {"train_first_token_acc", "train_exact", "train_lm", "train_n"}
+    assert train["train_first_token_acc"] == 1.0 and held["val_first_token_acc"] == 0.0

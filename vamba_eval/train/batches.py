@@ -157,11 +157,14 @@ class TrainSet:
     def count(self, kind: str, split: str = "train") -> int:
         return sum(len(v) for (s, k, _), v in self.pools.items() if k == kind and s == split)
 
-    def val_batches(self, kind: str, size: int, blank: Optional[tuple] = None) -> list[Batch]:
-        """The held-out examples of ``kind``, in fixed batches."""
+    def val_batches(self, kind: str, size: int, blank: Optional[tuple] = None, split: str = "val") -> list[Batch]:
+        """The held-out examples of ``kind``, in fixed batches; ``split="train"``: as many examples of the
+        training videos (the first of each frame-shape pool) — beside the held-out numbers, the memorisation gauge."""
         out = []
-        for (split, k, _), pool in sorted(self.pools.items()):
-            if split == "val" and k == kind:
+        for (s, k, shape), pool in sorted(self.pools.items()):
+            if s == split and k == kind:
+                if split == "train":
+                    pool = pool[:max(1, len(self.pools.get(("val", k, shape), ())))]
                 out += [self.collate(pool[i:i + size], blank) for i in range(0, len(pool), size)]
         return out
 
@@ -297,5 +300,5 @@ class BlankVideo:
     def sample(self, kind: str, size: int, rng: np.random.Generator) -> Batch:
         return self.data.sample(kind, size, rng, blank=self.shape)
 
-    def val_batches(self, kind: str, size: int) -> list[Batch]:
-        return self.data.val_batches(kind, size, blank=self.shape)
+    def val_batches(self, kind: str, size: int, split: str = "val") -> list[Batch]:
+        return self.data.val_batches(kind, size, blank=self.shape, split=split)

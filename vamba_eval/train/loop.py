@@ -126,15 +126,17 @@ LogitsFn = Callable[[Batch], tuple[torch.Tensor, torch.Tensor]]
 
 @torch.no_grad()
 def validate(logits_fn: LogitsFn, data: TrainSet, device: torch.device, size: int = 32, kind: str = "qa",
-             letters: Optional[torch.Tensor] = None) -> dict[str, float]:
+             letters: Optional[torch.Tensor] = None, split: str = "val") -> dict[str, float]:
     """Held-out ``kind`` examples: first reply token accuracy (greedy, teacher-forced prompt) and reply LM
     loss; with ``letters`` (token ids), the accuracy over every reply position whose gold is a letter
-    instead (a drill's listing names one letter per option); ``exact``: share of replies right in every token."""
+    instead (a drill's listing names one letter per option); ``exact``: share of replies right in every token.
+    ``split="train"``: as many examples of the cached training videos, keys prefixed ``train`` (a gap to the
+    held-out numbers is memorisation)."""
     from vamba_eval.train.batches import IGNORE
     from vamba_eval.train.forward import lm_loss
 
     hits, n, losses, exact, rows = 0, 0, [], 0, 0
-    for batch in data.val_batches(kind, size):
+    for batch in data.val_batches(kind, size, split=split):
         batch = batch.to(device)
         with autocast(device):
             logits, labels = logits_fn(batch)
@@ -151,6 +153,6 @@ def validate(logits_fn: LogitsFn, data: TrainSet, device: torch.device, size: in
         exact += int((right | (gold == IGNORE)).all(dim=1).sum())
         rows += gold.shape[0]
     name = "letter" if letters is not None else "first_token"
-    prefix = "val" if kind == "qa" else f"val_{kind}"
+    prefix = split if kind == "qa" else f"{split}_{kind}"
     return {f"{prefix}_{name}_acc": round(hits / max(1, n), 4), f"{prefix}_exact": round(exact / max(1, rows), 4),
             f"{prefix}_lm": round(float(np.mean(losses)), 4) if losses else float("nan"), f"{prefix}_n": n}

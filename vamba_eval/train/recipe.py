@@ -35,6 +35,7 @@ class DataRecipe:
     stream_workers: int = 0
     stream_capacity: int = 6000  # fresh examples kept per (kind, frame shape) (~2 GB of 8×84×168 frames)
     stream_cached_share: float = 0.25  # share of batches still drawn from the cached (decoded) videos
+    stream_reuse: float = 2.0  # producers stay ~this many draws per fresh example behind the trainer (throttle)
 
 
 @dataclass

@@ -181,7 +181,9 @@ def _finish_teacher(model: Any, data: TrainSet, device: torch.device, log: Logge
     model.eval()
     logits_fn = lambda b: teacher_forward(model, b, pad)[:2]  # noqa: E731
     hist.append({"stage": name, **validate(logits_fn, data, device),
-                 **(validate(logits_fn, data, device, kind="open") if data.count("open", "val") else {})})
+                 **(validate(logits_fn, data, device, kind="open") if data.count("open", "val") else {}),
+                 **{k: v for k, v in validate(logits_fn, data, device, split="train").items()
+                    if k in ("train_first_token_acc", "train_lm")}})
     log(f"[{name}] held-out {hist[-1]}", **hist[-1])
     folder = ckpt.save_qwen2vl(model, out / "teacher", tokenizer)
     _write_history(folder, hist)

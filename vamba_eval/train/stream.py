@@ -167,4 +167,5 @@ def training_set(data_dir: Path, tokenizer: Any, tokenizer_dir: Path, recipe: An
     if n <= 0:
         return TrainSet(data_dir, tokenizer).to(device)
     return StreamSet(data_dir, tokenizer, recipe.data, recipe.seed, n, tokenizer_dir,
-                     capacity=recipe.data.stream_capacity, cached_share=recipe.data.stream_cached_share).to(device)
+                     capacity=recipe.data.stream_capacity, cached_share=recipe.data.stream_cached_share,
+                     reuse=recipe.data.stream_reuse).to(device)
