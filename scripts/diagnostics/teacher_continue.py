@@ -62,7 +62,8 @@ def main() -> None:
                   teacher_step(model, pad, recipe.video_norm_penalty, aux_setting(recipe), verify), data,
                   stage, device, recipe.seed + k, log, f"{args.name}continue{k}")
             model.eval()
-            res = {**validate(fn, data, device, size=64), **validate(fn, data, device, size=64, kind="open")}
+            res = {**validate(fn, data, device, size=64), **validate(fn, data, device, size=64, kind="open"),
+                   **validate(fn, data, device, size=64, split="train")}  # train vs held-out: memorisation
             model.train()
             print(f"[{args.name}] after chunk {k} ({time.perf_counter() - t0:.0f}s): {res}", flush=True)
     finally:
