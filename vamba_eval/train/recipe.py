@@ -34,8 +34,12 @@ class DataRecipe:
     # > 0: while a stage trains, this many processes keep writing fresh releases (train/stream.py)
     stream_workers: int = 0
     stream_capacity: int = 6000  # fresh examples kept per (kind, frame shape) (~2 GB of 8×84×168 frames)
-    stream_cached_share: float = 0.25  # share of batches still drawn from the cached (decoded) videos
-    stream_reuse: float = 2.0  # producers stay ~this many draws per fresh example behind the trainer (throttle)
+    # share of batches still drawn from the cached videos, and draws per fresh example the producers aim at:
+    # with 25 % cached batches and each fresh example drawn ~2× the teacher memorised the cached videos (lettered
+    # QA on them 0.43 → 0.79 in 470 s while held-out went 0.28 → 0.38); with none and ~1×, train ≈ held-out and
+    # held-out rose 0.29 → 0.40 (scripts/diagnostics/README.md, session 9)
+    stream_cached_share: float = 0.0
+    stream_reuse: float = 1.0
 
 
 @dataclass
@@ -98,7 +102,7 @@ class Recipe:
     # (batch 256, drills 30 %: the mix whose lettered accuracy rose fastest in session 6's continuation runs)
     teacher: StageRecipe = field(default_factory=lambda: StageRecipe(
         steps=20000, lr=2e-3, batch=256, warmup=200, caption_fraction=0.1, drill_fraction=0.3, open_fraction=0.2,
-        max_seconds=170))
+        max_seconds=260))
     # rounds of ``teacher`` (the first after vision + binding, each further one a ``continue`` stage that reloads
     # the saved teacher: a round fits one 10-minute GPU lease); the letter needs several (diagnostics README)
     teacher_rounds: int = 5
@@ -106,7 +110,7 @@ class Recipe:
         steps=5000, lr=2e-3, batch=128, warmup=100, caption_fraction=1.0, max_seconds=25))
     stage2: StageRecipe = field(default_factory=lambda: StageRecipe(
         steps=10000, lr=1e-3, batch=128, warmup=100, caption_fraction=0.1, drill_fraction=0.15, open_fraction=0.25,
-        max_seconds=70))
+        max_seconds=120))
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -119,7 +123,8 @@ def preset(name: str) -> Recipe:
         import os
 
         r.data.workers = max(2, (os.cpu_count() or 2) - 1)
-        r.data.stream_workers = min(6, max(1, (os.cpu_count() or 4) - 3))
+        # ~450 fresh examples/s per worker; a teacher step of 256 every ~0.1 s consumes ~2,500/s
+        r.data.stream_workers = min(13, max(1, (os.cpu_count() or 4) - 3))
         return r
     if name == "cpu":
         r.data.vision_pairs = 8000

@@ -66,8 +66,8 @@ class StreamSet(TrainSet):
     """``TrainSet`` + background producers; call ``close()`` (or use as a context manager)."""
 
     def __init__(self, folder: Path, tokenizer: Any, recipe: DataRecipe, seed: int, workers: int,
-                 tokenizer_dir: Path, capacity: int = 6000, cached_share: float = 0.25,
-                 max_len: int = 512, reuse: float = 2.0, ahead: int = 4000) -> None:
+                 tokenizer_dir: Path, capacity: int = 6000, cached_share: float = 0.0,
+                 max_len: int = 512, reuse: float = 1.0, ahead: int = 4000) -> None:
         """Producers stay at most ``ahead`` examples in front of ``consumed / reuse`` (each fresh
         example is drawn ~``reuse`` times): producing faster only costs the trainer CPU time."""
         super().__init__(folder, tokenizer, max_len=max_len)
