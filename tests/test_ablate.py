@@ -281,6 +281,10 @@ def test_shipped_specs():
     lambdas = {float(c.recipe.get("distill_lambda", 0)) for c in recipe_cells}
     assert variants == {"A", "B", "C", "D"} and lambdas == {0, 0.001, 0.01, 0.5, 1, 2}
     assert len([u for u in plan(spec) if u[0].kind == "recipe"]) == 27
+    # every seed starts from the bundled tiny Qwen2-VL, as the paper's rows start from one Qwen2-VL-7B
+    assert set(spec.teachers) == set(spec.seeds)
+    assert all((base / t).resolve() == (base.parent / "vamba_eval" / "checkpoints" / "qwen2vl-tiny").resolve()
+               for t in spec.teachers.values())
     mapped = {(p.table, p.row) for c in spec.cells for p in c.paper}
     from vamba_eval.ablate.spec import read_paper_csv
 

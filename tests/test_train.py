@@ -261,3 +261,15 @@ def test_bundled_checkpoint_loads_and_answers(name, model, demo_sample):
     pred = adapter.generate([Request(sample.sample_id, video.frames, tuple(video.times), prompt, 16)])[0]
     verdict = task.score(pred.text, sample, "official")
     assert verdict.extraction.answer in tuple("ABCD"), f"unformatted reply {pred.text!r}"
+
+
+def test_student_refuses_data_tokenised_with_another_tokenizer(tmp_path):
+    from vamba_eval.train.loop import Logger
+    from vamba_eval.train.stages import run_student
+
+    (tmp_path / "run" / "converted").mkdir(parents=True)
+    (tmp_path / "run" / "converted" / "tokenizer.json").write_text('{"model": "one"}')
+    (tmp_path / "data" / "tokenizer").mkdir(parents=True)
+    (tmp_path / "data" / "tokenizer" / "tokenizer.json").write_text('{"model": "another"}')
+    with pytest.raises(ValueError, match="tokenizer is not .*rebuild the data with the teacher's recipe"):
+        run_student(tmp_path / "run", tmp_path / "data", preset("test"), torch.device("cpu"), Logger(None), "stage1")

@@ -142,6 +142,14 @@ def run_teacher(out: Path, data_dir: Path, recipe: Recipe, device: torch.device,
     return _finish_teacher(model, data, device, log, Path(out), tokenizer, hist, "teacher")
 
 
+def check_same_tokenizer(folder: Path, data_dir: Path) -> None:
+    """The model's tokenizer must be the data's: the stream workers tokenise with the data's, the model reads ids."""
+    if (Path(folder) / "tokenizer.json").read_bytes() != (Path(data_dir) / "tokenizer" / "tokenizer.json").read_bytes():
+        raise ValueError(f"{folder}'s tokenizer is not {data_dir}'s: train on the data its teacher was trained on "
+                         "(same data recipe → same data and tokenizer; pass --data, or rebuild the data with the "
+                         "teacher's recipe)")
+
+
 def continue_teacher(out: Path, data_dir: Path, recipe: Recipe, device: torch.device, log: Logger) -> Path:
     """One more round of ``recipe.teacher`` on the saved ``OUT/teacher`` (ViT frozen as in round 1), saved back
     in place with its history extended. The letter composition leaves chance only after several thousand
@@ -150,9 +158,7 @@ def continue_teacher(out: Path, data_dir: Path, recipe: Recipe, device: torch.de
     if not (folder / "model.safetensors").is_file():
         raise FileNotFoundError(f"{folder}: no teacher to continue; run the teacher stage first "
                                 f"(python -m vamba_eval.train teacher --out {out})")
-    if (folder / "tokenizer.json").read_bytes() != (Path(data_dir) / "tokenizer" / "tokenizer.json").read_bytes():
-        raise ValueError(f"{folder}'s tokenizer is not {data_dir}'s: continue with the data the teacher was "
-                         "trained on (same recipe → same data; pass --data)")
+    check_same_tokenizer(folder, data_dir)
     tokenizer = load_tokenizer_from(folder)
     hist = json.loads((folder / "history.json").read_text(encoding="utf-8"))
     rounds = 1 + sum(1 for h in hist if str(h.get("stage", "")).startswith("teacher+") and "step" not in h)
@@ -302,6 +308,7 @@ def run_student(out: Path, data_dir: Path, recipe: Recipe, device: torch.device,
                 stage: str) -> Path:
     """stage1 (from ``converted``) or stage2 (from ``stage1``)."""
     src = Path(out) / ("converted" if stage == "stage1" else "stage1")
+    check_same_tokenizer(src, data_dir)
     tokenizer = load_tokenizer_from(src)
     model = ckpt.load_vamba(src, device).train()
     names = set_trainable(model, stage)
