@@ -163,6 +163,12 @@ def test_banners(tmp_path: Path) -> None:
     assert 'class="banner synthetic"' in html and NOTICE in html
     assert 'class="banner untrained"' in html and "scores are chance level by construction" in html
     clean = render_run_report(build_run(tmp_path / "b", synthetic=False, untrained=False)).read_text(encoding="utf-8")
+    bundled = build_run(tmp_path / "c", synthetic=False, untrained=False)
+    conf = json.loads((bundled / "config.json").read_text())
+    conf["model"]["bundled"] = True
+    (bundled / "config.json").write_text(json.dumps(conf))
+    html = render_run_report(bundled).read_text(encoding="utf-8")
+    assert 'class="banner bundled"' in html and "never seen real video" in html and "UNTRAINED" not in html
     assert 'class="banner' not in clean
 
 

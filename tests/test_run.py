@@ -52,7 +52,7 @@ def test_run_writes_every_artifact(clean_run):
         assert (out / name).is_file(), name
     conf = json.loads((out / store.CONFIG).read_text())
     assert conf["environment"]["ssm_backend"] == "torch"
-    assert conf["model"]["untrained"] is True
+    assert conf["model"]["untrained"] is False and conf["model"]["bundled"] is True  # the shipped vamba-tiny
     ds = conf["environment"]["datasets"]["lvbench"]
     assert ds["synthetic"] and "not LVBench" in ds["notice"] and ds["revision"].startswith("sha256:")
     assert res.synthetic
@@ -65,7 +65,7 @@ def test_run_writes_every_artifact(clean_run):
     assert lv.n == LIMIT and lv.n_failed == 0 and "question_type" in lv.breakdowns
     assert set(res.tasks["videomme"].breakdowns) == {"duration", "domain", "sub_category", "task_type"}
     html = (out / store.REPORT).read_text()
-    assert "not LVBench" in html and "untrained" in html
+    assert "not LVBench" in html and "BUNDLED TINY MODEL" in html and "never seen real video" in html
     assert (out / "thumbs" / "lvbench").is_dir()
 
 

@@ -278,7 +278,8 @@ def test_vamba_prepends_interleaved_texts():
     req = Request("s", frames, (0.0, 1.0, 2.0, 3.0), Prompt(user="Q?", interleave=((1, "sub one"), (3, "two"))), 2)
     plain = model.generate([Request("s", frames, req.frame_times, Prompt(user="Q?"), 2)])[0]
     pred = model.generate([req])[0]
-    assert pred.prompt_tokens == plain.prompt_tokens + len("sub one\ntwo\n".encode())  # byte tokenizer
+    added = len(model.tokenizer("sub one\ntwo\n", add_special_tokens=False)["input_ids"])
+    assert pred.prompt_tokens == plain.prompt_tokens + added  # the texts, once each, ahead of the question
     assert model.describe()["interleave_support"] == "prepended"
 
 

@@ -41,6 +41,8 @@ FAILURES_PER_TYPE = 200
 PAGE_NAME = re.compile(r"samples-\d+\.html")
 GENERATOR = '<meta name="generator" content="vamba-eval report">'
 UNTRAINED = "untrained: random weights — scores are chance level by construction"
+BUNDLED = ("the bundled tiny checkpoint: trained for minutes on the synthetic video world (vamba_eval.synth) — "
+           "a check that the pipeline works end to end; it has never seen real video")
 
 
 @dataclass
@@ -226,6 +228,8 @@ def _banners(data: RunData) -> list[dict[str, str]]:
     model = data.config.get("model") if isinstance(data.config.get("model"), dict) else {}
     if model.get("untrained"):
         banners.append({"kind": "untrained", "title": f"UNTRAINED MODEL · {model.get('name', '?')}", "text": UNTRAINED})
+    elif model.get("bundled"):
+        banners.append({"kind": "bundled", "title": f"BUNDLED TINY MODEL · {model.get('name', '?')}", "text": BUNDLED})
     return banners
 
 

@@ -55,7 +55,7 @@ class Qwen2VLAdapter(ModelAdapter):
         self.device = torch.device(spec.device)
         dtype = resolve_dtype(spec.dtype, self.device)
         path = Path(spec.path) if spec.path else bundled_checkpoint("qwen2vl-tiny")
-        self.untrained = path is None
+        self.untrained, self.bundled = path is None, not spec.path and path is not None
         if path is None:
             self.model, self.tokenizer = _untrained_tiny(spec.seed)
             self.path_label = "builtin:qwen2vl-tiny-untrained"
@@ -109,7 +109,7 @@ class Qwen2VLAdapter(ModelAdapter):
         return [self._one(req) for req in batch]
 
     def describe(self) -> dict[str, Any]:
-        return {"name": self.name, "path": self.path_label, "untrained": self.untrained,
+        return {"name": self.name, "path": self.path_label, "untrained": self.untrained, "bundled": self.bundled,
                 "dtype": str(self.model.dtype).replace("torch.", ""), "device": str(self.device),
                 "params": count_params(self.model), "attn_implementation": "sdpa",
                 "interleave_support": "interleaved"}

@@ -48,7 +48,7 @@ class VambaAdapter(ModelAdapter):
         self.device = torch.device(spec.device)
         dtype = resolve_dtype(spec.dtype, self.device)
         path = Path(spec.path) if spec.path else bundled_checkpoint("vamba-tiny")
-        self.untrained = path is None
+        self.untrained, self.bundled = path is None, not spec.path and path is not None
         if path is None:
             self.model, self.tokenizer = _untrained_tiny(spec.seed, self.device, dtype)
             self.path_label = "builtin:vamba-tiny-untrained"
@@ -92,7 +92,7 @@ class VambaAdapter(ModelAdapter):
 
     def describe(self) -> dict[str, Any]:
         cfg = self.model.config
-        return {"name": self.name, "path": self.path_label, "untrained": self.untrained,
+        return {"name": self.name, "path": self.path_label, "untrained": self.untrained, "bundled": self.bundled,
                 "dtype": str(self.model.dtype).replace("torch.", ""), "device": str(self.device),
                 "params": count_params(self.model), "ssm_backend": self.model.ssm_backend.name,
                 "mixer_type": cfg.mixer_type, "layers": cfg.num_layers, "hidden_size": cfg.hidden_size,

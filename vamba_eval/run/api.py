@@ -56,6 +56,9 @@ def _banner(plans: list[TaskPlan], model_info: dict[str, Any]) -> None:
     if model_info.get("untrained"):
         print(f"[vamba-eval] !!! model {model_info['path']}: untrained (seeded random weights) — "
               "scores are chance level by construction.", file=sys.stderr)
+    elif model_info.get("bundled"):
+        print(f"[vamba-eval] model {model_info['name']}: the bundled tiny checkpoint, trained on the synthetic "
+              "video world only (pass --model-path for your own).", file=sys.stderr)
 
 
 def recorded_config(cfg: RunConfig) -> dict[str, Any]:
