@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
 # One part of an ablation on the lent GPU machine (device tool; carry .gpu_carry and, from the second
-# part on, runs/ablate-paper.tar.xz: the parts' outputs unpacked into one tree, re-packed). Usage: bash scripts/device_ablate.sh SPEC.yaml MINUTES [ablate options …]
-# Continues runs/ablate-paper when carried; writes under $OUT what the next part needs — one tar per
-# teacher and one xz tar of the rest, without the scored cells' checkpoints (not needed to reuse them) — and
-# the ablation's log.jsonl, ablation.html and ablation.json.
+# part on, runs/ablate-state: the files the previous part wrote under $OUT named state-*). Usage:
+#   bash scripts/device_ablate.sh SPEC.yaml MINUTES [ablate options …]
+# Continues from runs/ablate-state when carried; writes under $OUT what the next part needs — the ablation
+# tree as an xz tar split into 15 MiB pieces (state-rest.tar.xz.part-aa, -ab, …: a file coming back is at most
+# 16 MiB), without checkpoints a resume does not read (a scored cell needs none, an unscored one only its last
+# finished step's), and a tar per trained teacher (none when the spec names its teachers) — plus the
+# ablation's log.jsonl, ablation.html and ablation.json. Before the next part: mkdir runs/ablate-state and copy
+# the state-* files in.
 set -uo pipefail
 SPEC=$(realpath "$1"); MIN=$2; shift 2
 pkill -f "python3 -m vamba_eval" ; sleep 1
@@ -11,8 +15,11 @@ rm -rf /tmp/site /tmp/ablate
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .gpu_carry/*.whl || exit 1
 python3 -m pip install -q --no-deps --no-build-isolation --no-compile --target /tmp/site . || exit 1
 OUT=${OUT:-/tmp/out}; A=/tmp/ablate
-mkdir -p "$A"  # the previous part's state: runs/ablate-paper.tar.xz (carry limits favour one compressed file)
-[ -f runs/ablate-paper.tar.xz ] && xz -dc runs/ablate-paper.tar.xz | tar -C "$A" -xf -
+mkdir -p "$A"  # the previous part's state
+if [ -d runs/ablate-state ]; then
+  cat runs/ablate-state/state-rest.tar.xz.part-* | xz -dc | tar -C "$A" -xf - || exit 1
+  for t in runs/ablate-state/state-teacher-*.tar; do [ -f "$t" ] && tar -C "$A" -xf "$t"; done
+fi
 nproc; nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
 export PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1
 start=$(date +%s)
@@ -21,15 +28,21 @@ start=$(date +%s)
 echo "ablate exit $rc (3: stopped at --max-minutes, run again) after $(( $(date +%s) - start )) s"  # pipefail: the python status
 grep -E "\] (teacher|cell) .*(done|trained|evaluated)|time budget|failed|Error" "$OUT/ablate-console.log" | tail -40
 cp "$A"/log.jsonl "$A"/ablation.html "$A"/ablation.json "$OUT/" 2>/dev/null
-for t in "$A"/teachers/*/; do tar -C "$A" -cf "$OUT/teacher-$(basename "$t").tar" "teachers/$(basename "$t")"; done
-# the checkpoints of scored cells stay behind (a scored cell is reused from its run directory);
-# an unscored cell keeps them, so the next part evaluates it instead of training it again
+for t in "$A"/teachers/*/; do
+  [ -d "$t" ] && tar -C "$A" -cf "$OUT/state-teacher-$(basename "$t").tar" "teachers/$(basename "$t")"
+done
+# a scored cell is reused from its run directory: its checkpoints stay behind; an unscored cell resumes after its
+# furthest finished step (runner.train_cell), so only that step's checkpoint travels
 python3 - "$A" > /tmp/ablate-exclude <<'PY'
 import json, pathlib, sys
+folders = {"convert": "converted", "stage1": "stage1", "stage2": "stage2"}
 for state in pathlib.Path(sys.argv[1]).glob("cells/*/seed*/state.json"):
-    if "eval" in json.loads(state.read_text()).get("steps", {}):
-        for stage in ("converted", "stage1", "stage2"):
-            print(f"./{state.parent.relative_to(sys.argv[1])}/train/{stage}")
+    steps = json.loads(state.read_text()).get("steps", {})
+    done = [s for s in folders if s in steps]
+    keep = set() if "eval" in steps else set(done[-1:])
+    for step, folder in folders.items():
+        if step not in keep:
+            print(f"./{state.parent.relative_to(sys.argv[1])}/train/{folder}")
 PY
-tar -C "$A" -X /tmp/ablate-exclude --exclude='./teachers' -cf - . | xz -1 -T8 > "$OUT/rest.tar.xz"
+tar -C "$A" -X /tmp/ablate-exclude --exclude='./teachers' -cf - . | xz -1 -T8 | split -b 15M - "$OUT/state-rest.tar.xz.part-"
 ls -la "$OUT"

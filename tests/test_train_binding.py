@@ -174,3 +174,18 @@ def test_train_split_validation_reads_as_many_training_videos_and_exposes_memori
     held = validate(memoriser, data, torch.device("cpu"))
     assert set(train) == {"train_first_token_acc", "train_exact", "train_lm", "train_n"}
     assert train["train_first_token_acc"] == 1.0 and held["val_first_token_acc"] == 0.0
+
+
+def test_a_data_folder_loads_once_per_process_and_reloads_when_it_changes(tmp_path):
+    folder = tmp_path / "data"
+    _, tok = write_releases(folder, ("lvbench",), 1001, drills=0)
+    first = TrainSet(folder, tok, holdout_every=2)
+    again = TrainSet(folder, tok, holdout_every=2)
+    assert again.examples is first.examples and again.pools == first.pools and again.pools is not first.pools
+    again.to(torch.device("cpu")).frames.clear()  # one set's frames dict is its own
+    assert TrainSet(folder, tok, holdout_every=2).frames
+    other = TrainSet(folder, tok, holdout_every=3)  # another split → loaded anew
+    assert other.examples is not first.examples
+    path = folder / "examples.jsonl"
+    path.write_text(path.read_text().splitlines()[0] + "\n")  # the folder changed → loaded anew
+    assert len(TrainSet(folder, tok, holdout_every=2).examples) == 1

@@ -194,12 +194,18 @@ def train_cell(ctx: Context, cell: Cell, seed: int, recipe: Any, unit: Path, st:
     steps = training.CELL_STEPS[:training.CELL_STEPS.index(cell.eval_stage) + 1]
     train = unit / "train"
     folder = training.STEP_FOLDER
-    todo = [s for s in steps if not st.done(s) or not (train / folder[s] / "config.json").is_file()]
+    # each step reads only the one before it: resume after the furthest finished step whose checkpoint is there
+    # (a part carried to another machine may leave the earlier checkpoints behind)
+    done = 0
+    while done < len(steps) and st.done(steps[done]):
+        done += 1
+    while done and not (train / folder[steps[done - 1]] / "config.json").is_file():
+        done -= 1
     name = f"cell {cell.name} seed{seed}"
-    if not todo:
+    if done == len(steps):
         ctx.log(f"[ablate] {name}: trained ({', '.join(steps)}), reusing", event="skip", unit=name, step="train")
         return train / folder[steps[-1]]
-    redo = steps[steps.index(todo[0]):]
+    redo = steps[done:]
     for s in redo:
         shutil.rmtree(train / folder[s], ignore_errors=True)
     shutil.rmtree(unit / "run", ignore_errors=True)

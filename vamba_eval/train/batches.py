@@ -131,24 +131,60 @@ def _marks(ex: dict[str, Any], text: str, ends: list[int]) -> tuple[tuple[int, i
     return tuple((bisect.bisect_right(ends, end) - 1, y) for end, y in lines)
 
 
+@dataclass(frozen=True)
+class _Loaded:
+    frames: dict[str, torch.Tensor]  # shape key → [n, T, H, W, 3] uint8 (CPU)
+    videos: list[Any]
+    examples: list[dict[str, Any]]
+    encoded: list[tuple[tuple[int, ...], tuple[int, ...]]]
+    answers: list[int]
+    marks: list[Any]
+    pools: dict[tuple[str, str, str], list[int]]
+
+
+_LOADED: dict[tuple, _Loaded] = {}  # the last folder loaded in this process (an ablation worker trains every cell
+# of its seed on one folder: decompressing the frames and tokenising ~30k examples took ~15 s per stage)
+
+
+def _tokenizer_key(tokenizer: Any) -> str:
+    import hashlib
+
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    return hashlib.sha256(backend.to_str().encode()).hexdigest() if backend is not None else f"id:{id(tokenizer)}"
+
+
+def _load_folder(folder: Path, tokenizer: Any, eos: int, max_len: int, holdout_every: int) -> _Loaded:
+    files = sorted(p for p in folder.iterdir() if p.is_file())
+    key = (str(folder.resolve()), tuple((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in files),
+           _tokenizer_key(tokenizer), eos, max_len, holdout_every)
+    if key in _LOADED:
+        return _LOADED[key]
+    groups, videos = load_frames_cache(folder)
+    examples = load_examples(folder)
+    items = [encode_item(tokenizer, e, eos) for e in examples]
+    encoded = [(p, r) for p, r, _, _ in items]
+    pools: dict[tuple[str, str, str], list[int]] = {}
+    for i, (e, (p, r)) in enumerate(zip(examples, encoded)):
+        if len(p) + len(r) <= max_len:
+            split = "val" if holdout_every and e["video"] % holdout_every == 0 else "train"
+            pools.setdefault((split, e["kind"], videos[e["video"]][0]), []).append(i)
+    _LOADED.clear()
+    _LOADED[key] = _Loaded({k: torch.from_numpy(v) for k, v in groups.items()}, videos, examples, encoded,
+                           [a for _, _, a, _ in items], [m for _, _, _, m in items], pools)
+    return _LOADED[key]
+
+
 class TrainSet:
     """All examples, tokenised once; frames kept as uint8 tensors per shape group."""
 
     def __init__(self, folder: Path, tokenizer: Any, max_len: int = 512, holdout_every: int = 25) -> None:
         """Every ``holdout_every``-th video (and all its examples) is held out for validation."""
         self.ids = token_ids(tokenizer)
-        groups, self.videos = load_frames_cache(folder)
-        self.frames = {k: torch.from_numpy(v) for k, v in groups.items()}
-        self.examples = load_examples(folder)
-        items = [encode_item(tokenizer, e, self.ids.eos) for e in self.examples]
-        self.encoded = [(p, r) for p, r, _, _ in items]
-        self.answers = [a for _, _, a, _ in items]
-        self.marks = [m for _, _, _, m in items]
-        self.pools: dict[tuple[str, str, str], list[int]] = {}
-        for i, (e, (p, r)) in enumerate(zip(self.examples, self.encoded)):
-            if len(p) + len(r) <= max_len:
-                split = "val" if holdout_every and e["video"] % holdout_every == 0 else "train"
-                self.pools.setdefault((split, e["kind"], self.videos[e["video"]][0]), []).append(i)
+        loaded = _load_folder(Path(folder), tokenizer, self.ids.eos, max_len, holdout_every)
+        self.frames = dict(loaded.frames)  # .to() replaces the values, never the cached tensors
+        self.videos, self.examples, self.encoded = loaded.videos, loaded.examples, loaded.encoded
+        self.answers, self.marks = loaded.answers, loaded.marks
+        self.pools = {k: list(v) for k, v in loaded.pools.items()}
 
     def to(self, device: torch.device) -> "TrainSet":
         self.frames = {k: v.to(device) for k, v in self.frames.items()}
