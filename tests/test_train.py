@@ -195,7 +195,10 @@ def test_train_all_command_runs_every_stage(tmp_path):
                  "--set", "data.caption_videos=1", "--set", "distill_lambda=0.5", *steps]) == 0
     for name in ("qwen2vl-tiny", "vamba-tiny"):
         folder = tmp_path / "checkpoints" / name
-        assert {"config.json", "model.safetensors", "tokenizer.json", "training.json"} <= {p.name for p in folder.iterdir()}
+        assert {"config.json", "model.safetensors", "tokenizer.json", "training.json", "README.md"} <= {
+            p.name for p in folder.iterdir()}
+    card = (tmp_path / "checkpoints" / "vamba-tiny" / "README.md").read_text()
+    assert "never seen real video" in card and "| stage2 |" in card and "| teacher |" in card
     record = json.loads((tmp_path / "checkpoints" / "vamba-tiny" / "training.json").read_text())
     assert record["recipe"]["variant"] == "D" and record["recipe"]["distill_lambda"] == 0.5
     assert json.loads((tmp_path / "checkpoints" / "vamba-tiny" / "config.json").read_text())["distill_coeff"] == 0.5

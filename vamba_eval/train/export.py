@@ -30,6 +30,21 @@ def _provenance(out: Path, recipe: Recipe, stage_dirs: list[str], command: str) 
             "note": "synthetic-world training (vamba_eval.synth); a pipeline sanity check, not a real model"}
 
 
+def model_card(name: str, info: dict[str, Any]) -> str:
+    """A short README for the checkpoint folder: what it is, how it was trained, its held-out numbers."""
+    kind = ("The transformer baseline and distillation teacher (transformers' Qwen2VLForConditionalGeneration)"
+            if name == "qwen2vl-tiny" else f"A VAMBA variant {info['recipe'].get('variant', 'D')} student "
+            "(vamba_eval.models.vamba; the 7B's loader reads it)")
+    rows = [f"| {stage} | {h.get('val_first_token_acc', '–')} | {h.get('val_open_first_token_acc', '–')} | "
+            f"{h.get('train_first_token_acc', '–')} |" for stage, h in info.get("final_losses", {}).items() if h]
+    table = ["| stage | held-out lettered (first token) | held-out open | training videos |", "|---|---|---|---|",
+             *rows] if rows else ["(no stage history was recorded)"]
+    return "\n".join([f"# {name}", "", f"{kind}, trained on vamba-eval's synthetic video world only: "
+                      "a check that the pipeline works end to end — it has never seen real video.", "",
+                      f"Exported by `{info.get('command', '?')}`; the full recipe and data are in training.json.",
+                      "", *table, ""])
+
+
 def run_export(out: Path, recipe: Recipe, log: Logger, command: str) -> dict[str, Path]:
     out = Path(out)
     dest = out / "checkpoints"
@@ -44,6 +59,7 @@ def run_export(out: Path, recipe: Recipe, log: Logger, command: str) -> dict[str
     for name, folder in (("qwen2vl-tiny", q), ("vamba-tiny", v)):
         (folder / "training.json").write_text(json.dumps(info[name], indent=1, sort_keys=True) + "\n",
                                               encoding="utf-8")
+        (folder / "README.md").write_text(model_card(name, info[name]), encoding="utf-8")
         log(f"[export] {folder}: {ckpt.folder_bytes(folder) / 2**20:.2f} MiB", name=name,
             bytes=ckpt.folder_bytes(folder))
     return {"qwen2vl-tiny": q, "vamba-tiny": v}
