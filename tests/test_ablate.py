@@ -187,31 +187,26 @@ def test_interrupted_cell_restarts_cleanly(ablation, tmp_path):
     assert json.loads((unit / "state.json").read_text())["steps"].keys() >= {"convert", "stage1", "stage2", "eval"}
 
 
+def _rerun_unscored(out: Path, cell: str, seed: int, drop: tuple[str, ...]) -> list[tuple[str, str]]:
+    """Forget ``cell``'s evaluation, delete its ``drop`` checkpoints, run again: the (unit, step)s started."""
+    unit = out / "cells" / cell / f"seed{seed}"
+    state = json.loads((unit / "state.json").read_text())
+    del state["steps"]["eval"]  # trained, not scored
+    (unit / "state.json").write_text(json.dumps(state))
+    for stage in drop:
+        shutil.rmtree(unit / "train" / stage)
+    n_events = len(events(out))
+    assert cli(TINY, "--out", out, "--device", "cpu", "--only", cell).exit_code == 0
+    return [(e["unit"], e.get("step")) for e in events(out)[n_events:] if e.get("event") == "start"]
+
+
 def test_a_cell_resumes_from_its_last_checkpoint_alone(ablation, tmp_path):
     """Carried without its earlier checkpoints (converted, stage1), a trained but unscored cell is evaluated,
     not trained again; without its last one too, it trains from the furthest checkpoint left."""
     out = tmp_path / "carried"
     shutil.copytree(ablation, out, symlinks=True)
-    unit = out / "cells" / "B" / "seed1"
-    state = json.loads((unit / "state.json").read_text())
-    del state["steps"]["eval"]  # trained, not scored
-    (unit / "state.json").write_text(json.dumps(state))
-    for stage in ("converted", "stage1"):
-        shutil.rmtree(unit / "train" / stage)
-    n_events = len(events(out))
-    assert cli(TINY, "--out", out, "--device", "cpu", "--only", "B").exit_code == 0
-    started = [(e["unit"], e.get("step")) for e in events(out)[n_events:] if e.get("event") == "start"]
-    assert started == [("cell B seed1", "eval")]
-    unit = out / "cells" / "D" / "seed0"
-    state = json.loads((unit / "state.json").read_text())
-    del state["steps"]["eval"]
-    (unit / "state.json").write_text(json.dumps(state))
-    for stage in ("converted", "stage2"):
-        shutil.rmtree(unit / "train" / stage)
-    n_events = len(events(out))
-    assert cli(TINY, "--out", out, "--device", "cpu", "--only", "D").exit_code == 0
-    started = [(e["unit"], e.get("step")) for e in events(out)[n_events:] if e.get("event") == "start"]
-    assert started == [("cell D seed0", "stage2"), ("cell D seed0", "eval")]
+    assert _rerun_unscored(out, "B", 1, ("converted", "stage1")) == [("cell B seed1", "eval")]
+    assert _rerun_unscored(out, "D", 0, ("converted", "stage2")) == [("cell D seed0", "stage2"), ("cell D seed0", "eval")]
 
 
 def test_time_budget_stops_cleanly(tmp_path):

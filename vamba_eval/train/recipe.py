@@ -123,7 +123,8 @@ def preset(name: str) -> Recipe:
         import os
 
         r.data.workers = max(2, (os.cpu_count() or 2) - 1)
-        # ~450 fresh examples/s per worker; a teacher step of 256 every ~0.1 s consumes ~2,500/s
+        # ~250–470 fresh examples/s per worker on the H100 host; a teacher step of 256 every 0.10–0.14 s reads
+        # ~1,800–2,400/s (scripts/diagnostics/gpu_runs/session9/)
         r.data.stream_workers = min(13, max(1, (os.cpu_count() or 4) - 3))
         return r
     if name == "cpu":
