@@ -4,10 +4,9 @@
 #   bash scripts/device_ablate.sh SPEC.yaml MINUTES [ablate options …]
 # Continues from runs/ablate-state when carried; writes under $OUT what the next part needs — the ablation
 # tree as an xz tar split into 15 MiB pieces (state-rest.tar.xz.part-aa, -ab, …: a file coming back is at most
-# 16 MiB), without checkpoints a resume does not read (a scored cell needs none, an unscored one only its last
-# finished step's), and a tar per trained teacher (none when the spec names its teachers) — plus the
-# ablation's log.jsonl, ablation.html and ablation.json. Before the next part: mkdir runs/ablate-state and copy
-# the state-* files in.
+# 16 MiB), without checkpoints (a scored cell needs none; an unscored one retrains), and a tar per trained
+# teacher (none when the spec names its teachers) — plus the ablation's log.jsonl, ablation.html and
+# ablation.json. Before the next part: mkdir runs/ablate-state and copy the state-* files in.
 set -uo pipefail
 SPEC=$(realpath "$1"); MIN=$2; shift 2
 pkill -f "python3 -m vamba_eval" ; sleep 1
@@ -31,18 +30,10 @@ cp "$A"/log.jsonl "$A"/ablation.html "$A"/ablation.json "$OUT/" 2>/dev/null
 for t in "$A"/teachers/*/; do
   [ -d "$t" ] && tar -C "$A" -cf "$OUT/state-teacher-$(basename "$t").tar" "teachers/$(basename "$t")"
 done
-# a scored cell is reused from its run directory: its checkpoints stay behind; an unscored cell resumes after its
-# furthest finished step (runner.train_cell), so only that step's checkpoint travels
-python3 - "$A" > /tmp/ablate-exclude <<'PY'
-import json, pathlib, sys
-folders = {"convert": "converted", "stage1": "stage1", "stage2": "stage2"}
-for state in pathlib.Path(sys.argv[1]).glob("cells/*/seed*/state.json"):
-    steps = json.loads(state.read_text()).get("steps", {})
-    done = [s for s in folders if s in steps]
-    keep = set() if "eval" in steps else set(done[-1:])
-    for step, folder in folders.items():
-        if step not in keep:
-            print(f"./{state.parent.relative_to(sys.argv[1])}/train/{folder}")
-PY
+# no checkpoint travels: a scored cell is reused from its run directory, an unscored one restarts its training
+# (≈ 20–60 s; runner.train_cell). The carry limit (64 MiB with the tracked tree and .gpu_carry's 39 MB) has no
+# room for the three 9 MB stage checkpoints an interrupted part leaves (2026-11-24: refused at 87 MB)
+printf '%s\n' './cells/*/seed*/train/converted' './cells/*/seed*/train/stage1' './cells/*/seed*/train/stage2' \
+  > /tmp/ablate-exclude
 tar -C "$A" -X /tmp/ablate-exclude --exclude='./teachers' -cf - . | xz -1 -T8 | split -b 15M - "$OUT/state-rest.tar.xz.part-"
 ls -la "$OUT"

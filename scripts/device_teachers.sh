@@ -3,6 +3,7 @@
 # launch-bound: three processes share an H100 at almost no cost per step), then print each one's
 # held-out lettered / open accuracy. Device tool, carry .gpu_carry.
 # Usage: bash scripts/device_teachers.sh "NAME: --set K=V --set K=V" "NAME: …" …   (common --set via $COMMON)
+# CARRY_DTYPE=float16: the saved teachers are cast (half the bytes to carry into a continuation call).
 # Writes under $OUT: data.log, teacher-NAME.log, history-NAME.json, teacher-NAME.tar, summary.txt
 set -uo pipefail
 export PYTHONUNBUFFERED=1
@@ -29,6 +30,11 @@ done
 wait
 for name in "${names[@]}"; do
   cp "$ROOT/$name/teacher/history.json" "$OUT/history-$name.json" 2>/dev/null
+  if [ -n "${CARRY_DTYPE:-}" ]; then  # e.g. float16: a teacher of a few M parameters then fits the next call's carry
+    PYTHONPATH=/tmp/site python3 -c "import sys, torch; from pathlib import Path; from vamba_eval.train import ckpt, stages
+f = Path(sys.argv[1]); ckpt.save_qwen2vl(ckpt.load_qwen2vl(f), f, stages.load_tokenizer_from(f), sys.argv[2])" \
+      "$ROOT/$name/teacher" "$CARRY_DTYPE" || echo "cast of $name failed"
+  fi
   tar -C "$ROOT/$name" -cf "$OUT/teacher-$name.tar" teacher recipe.json 2>/dev/null
 done
 python3 - "$OUT" "${names[@]}" <<'PY' | tee "$OUT/summary.txt"

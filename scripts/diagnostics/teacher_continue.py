@@ -1,7 +1,7 @@
 """Does the teacher's lettered QA leave chance with more video steps? Continue a trained teacher.
 
     python scripts/diagnostics/teacher_continue.py TEACHER_DIR DATA_DIR SECONDS [--chunks 4] [--set KEY=VALUE …]
-        [--name NAME]
+        [--name NAME] [--save-dtype float16]
 
 Loads TEACHER_DIR (its tokenizer must be DATA_DIR's), freezes the ViT as run_teacher does, and trains
 the teacher's mix (recipe ``teacher`` with the overrides, the answer-content and option-verification losses
@@ -39,6 +39,8 @@ def main() -> None:
     p.add_argument("--chunks", type=int, default=4)
     p.add_argument("--set", dest="overrides", action="append", default=[])
     p.add_argument("--name", default="")
+    p.add_argument("--save-dtype", default=None, choices=["float32", "float16", "bfloat16"],
+                   help="dtype of the saved teacher (float16 halves what the next device call carries)")
     args = p.parse_args()
     if (args.teacher / "tokenizer.json").read_bytes() != (args.data / "tokenizer" / "tokenizer.json").read_bytes():
         sys.exit("the teacher's tokenizer is not the data's: rebuild the data with the same recipe")
@@ -70,12 +72,12 @@ def main() -> None:
         _close(data, log, "continue")
     out = Path(os.environ.get("OUT", "/tmp/out"))
     if not args.name:
-        ckpt.save_qwen2vl(model.eval(), out / "teacher", tok)
+        ckpt.save_qwen2vl(model.eval(), out / "teacher", tok, args.save_dtype)
         return
     import shutil
     import tarfile
 
-    folder = ckpt.save_qwen2vl(model.eval(), Path("/tmp") / f"continued-{args.name}" / "teacher", tok)
+    folder = ckpt.save_qwen2vl(model.eval(), Path("/tmp") / f"continued-{args.name}" / "teacher", tok, args.save_dtype)
     with tarfile.open(out / f"teacher-{args.name}.tar", "w") as tar:
         tar.add(folder, arcname="teacher")
     shutil.rmtree(folder.parent)
