@@ -157,6 +157,8 @@ def main() -> None:
                     "(after compiling the video path if --compile is given)")
     ap.add_argument("--sdpa", default="", help="restrict SDPA backends (ViT and decoder): flash | cudnn | "
                     "efficient | math")
+    ap.add_argument("--compile-mode", default=None, help="torch.compile mode for --compile (e.g. "
+                    "max-autotune-no-cudagraphs: Triton GEMM templates with fused epilogues, long warm-up)")
     ap.add_argument("--compile", default="", help="comma list of frame counts to re-time after torch.compile of "
                     "the video path (ViT blocks + mixers)")
     args = ap.parse_args()
@@ -190,7 +192,8 @@ def main() -> None:
     rows = run_plan(model, plan, {**env, "variant": "eager"}, args)
     if args.compile:
         t0 = time.perf_counter()
-        model.compile_video_path()
+        model.compile_video_path(args.compile_mode)
+        env["compile_mode"] = args.compile_mode or "default"
         time_prefill(model, 64, None, 1)  # compile (dynamic shapes) + warm-up
         print(f"torch.compile warm-up {time.perf_counter() - t0:.1f}s", flush=True)
         counts = [int(n) for n in args.compile.split(",")]
