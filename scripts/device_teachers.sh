@@ -31,7 +31,7 @@ wait
 for name in "${names[@]}"; do
   cp "$ROOT/$name/teacher/history.json" "$OUT/history-$name.json" 2>/dev/null
   if [ -n "${CARRY_DTYPE:-}" ]; then  # e.g. float16: a teacher of a few M parameters then fits the next call's carry
-    PYTHONPATH=/tmp/site python3 -c "import sys, torch; from pathlib import Path; from vamba_eval.train import ckpt, stages
+    PYTHONPATH=/tmp/site python3 -c "import sys; from pathlib import Path; from vamba_eval.train import ckpt, stages
 f = Path(sys.argv[1]); ckpt.save_qwen2vl(ckpt.load_qwen2vl(f), f, stages.load_tokenizer_from(f), sys.argv[2])" \
       "$ROOT/$name/teacher" "$CARRY_DTYPE" || echo "cast of $name failed"
   fi
