@@ -140,6 +140,7 @@ def test_teacher_trained_once_per_seed_and_shared(ablation):
         assert link.resolve() == (ablation / "teachers" / teachers[0] / "teacher").resolve()
     started = [e["unit"] for e in events(ablation) if e.get("event") == "start" and e["unit"].startswith("teacher")]
     assert sorted(started) == ["teacher seed0", "teacher seed1"]
+    assert "each seed trains its own teacher" in (ablation / "ablation.html").read_text()
 
 
 # --- resume ---------------------------------------------------------------------------------------
@@ -245,6 +246,8 @@ def test_checkpoint_cell_and_external_teacher(ablation, tmp_path):
     parser.feed((out / "ablation.html").read_text())
     assert parser.cells[("lvbench", "given", "delta")] == "ref"
     assert parser.cells[("lvbench", "B", "bc")] != "—"  # paired with the single run of the checkpoint cell
+    page = (out / "ablation.html").read_text()
+    assert f"teachers given: seed 0 <code>{teacher}</code>" in page and "trains its own teacher" not in page
 
 
 # --- spec validation --------------------------------------------------------------------------------
