@@ -176,6 +176,8 @@ def main() -> None:
     t0 = time.perf_counter()
     model = build(args.backend, args.seed)
     env["backend"] = model.ssm_backend.name
+    env["vit_sdpa"] = os.environ.get("VAMBA_EVAL_VIT_SDPA", "flash,efficient,math")
+    env["vit_split_compile"] = os.environ.get("VAMBA_EVAL_VIT_SPLIT_COMPILE", "0")
     env["fused_ops"] = list(model.ssm_backend.fused)  # [] with VAMBA_EVAL_FUSED_OPS=0 or no triton
     env["params"] = sum(p.numel() for p in model.parameters())
     print(f"built VAMBA-7B ({env['params']:,} params) in {time.perf_counter() - t0:.1f}s, backend {env['backend']}",

@@ -292,6 +292,28 @@ def test_batched_vision_path_equals_the_transformers_tower():
     assert rel(got, ref) < 1e-6
 
 
+def test_split_compiled_vit_block_equals_the_tower(monkeypatch):
+    """VAMBA_EVAL_VIT_SPLIT_COMPILE=1: compile_video_path compiles the block's two halves (not the attention
+    between them); the halves recombine to the tower's function."""
+    from vamba_eval.models.vamba import modeling
+    from vamba_eval.models.vamba.vision import block_out, block_qkv, encode_frames, run_vision_tower, split_block_fn
+
+    model = tiny("none")
+    frames = torch.randint(0, 256, (6, 84, 112, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(5))
+    pixels, grid = patchify(frames)
+    compiled = []
+    fake_compile = lambda f, **kw: compiled.append(f) or f  # noqa: E731  (records what would be compiled)
+    with torch.no_grad():
+        got = encode_frames(model.visual, pixels, grid, split_block_fn(fake_compile))
+        assert rel(got, run_vision_tower(model.visual, pixels, grid.thw())) < 1e-6
+    assert compiled == [block_qkv, block_out]
+    compiled.clear()
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    monkeypatch.setenv(modeling.SPLIT_COMPILE_ENV, "1")
+    model.compile_video_path()
+    assert compiled[:2] == [block_qkv, block_out]
+
+
 def test_vit_sdpa_backends_env_override(monkeypatch):
     from vamba_eval.models.vamba.vision import VIT_SDPA_ENV, encode_frames, run_vision_tower
 

@@ -12,6 +12,7 @@ while decoding. ``forward`` is the unstreamed reference (training, tests).
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Any, Optional, Sequence
@@ -25,9 +26,12 @@ from vamba_eval.models.vamba.backends import SSMBackend, select_backend
 from vamba_eval.models.vamba.config import VambaConfig
 from vamba_eval.models.vamba.layers import KV, Qwen2VLRMSNorm, VambaDecoderLayer
 from vamba_eval.models.vamba.mixers import MambaBlock, MixerState
-from vamba_eval.models.vamba.vision import VideoGrid, check_frames, encode_frames, pad_temporal, patchify, vision_block
+from vamba_eval.models.vamba.vision import (VideoGrid, check_frames, encode_frames, pad_temporal, patchify,
+                                            split_block_fn, vision_block)
 
 DEFAULT_STREAM_THRESHOLD = 64  # frames: stream past this many
+# "1": compile_video_path compiles the ViT block's two halves and runs its attention eagerly between them
+SPLIT_COMPILE_ENV = "VAMBA_EVAL_VIT_SPLIT_COMPILE"
 # 64 frames (9,568 tokens at 640×360) per streamed piece: 1,024 compiled frames on an H100 in 4.00 s vs 4.09 s with
 # 32, +0.5 GB (benchmarks/results/ssd_h100_2026-11-24/v2/prefill_chunks.jsonl)
 DEFAULT_CHUNK_FRAMES = 64
@@ -112,7 +116,10 @@ class VambaForConditionalGeneration(nn.Module):
 
         The SSM/conv kernels of the backend stay outside the compiled graphs.
         """
-        self._block_fn = torch.compile(vision_block, dynamic=True, mode=mode)
+        if os.environ.get(SPLIT_COMPILE_ENV) == "1":  # attention eager between two compiled halves
+            self._block_fn = split_block_fn(lambda f: torch.compile(f, dynamic=True, mode=mode))
+        else:
+            self._block_fn = torch.compile(vision_block, dynamic=True, mode=mode)
         for block in self.mixer_blocks():
             block.forward = torch.compile(block.forward, dynamic=True, mode=mode)
 

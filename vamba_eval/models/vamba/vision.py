@@ -114,13 +114,9 @@ def _rotate_half(x: torch.Tensor) -> torch.Tensor:
     return torch.cat((-x2, x1), dim=-1)
 
 
-def vision_block(block: torch.nn.Module, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
-                 slices: int) -> torch.Tensor:
-    """One Qwen2-VL ViT block with attention batched over equal-length temporal slices.
-
-    Same function as the tower's block (which loops over slices one SDPA call at a time):
-    x [S·L, C] → x + attn(norm1(x)) → + mlp(norm2(x)).
-    """
+def block_qkv(block: torch.nn.Module, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+              slices: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """norm1 → qkv → 2-D rotary: q, k, v [S, H, L, d] for the batched attention of ``vision_block``."""
     attn = block.attn
     n, c = x.shape
     heads = attn.num_heads
@@ -129,10 +125,39 @@ def vision_block(block: torch.nn.Module, x: torch.Tensor, cos: torch.Tensor, sin
     cos_, sin_ = cos[None, :, None, :], sin[None, :, None, :]  # [1, L, 1, d]
     q = (q.float() * cos_ + _rotate_half(q.float()) * sin_).to(v.dtype)
     k = (k.float() * cos_ + _rotate_half(k.float()) * sin_).to(v.dtype)
-    out = torch.nn.functional.scaled_dot_product_attention(
-        q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))  # [S, H, L, d], scale d^-0.5
-    x = x + attn.proj(out.transpose(1, 2).reshape(n, c))
+    return q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # [S, H, L, d]
+
+
+def block_out(block: torch.nn.Module, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """Attention output [S, H, L, d] → proj + residual → + mlp(norm2(x)): the rest of ``vision_block``."""
+    n, c = x.shape
+    x = x + block.attn.proj(out.transpose(1, 2).reshape(n, c))  # [S, L, H, d] -> [S·L, C]
     return x + block.mlp(block.norm2(x))
+
+
+def vision_block(block: torch.nn.Module, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                 slices: int) -> torch.Tensor:
+    """One Qwen2-VL ViT block with attention batched over equal-length temporal slices.
+
+    Same function as the tower's block (which loops over slices one SDPA call at a time):
+    x [S·L, C] → x + attn(norm1(x)) → + mlp(norm2(x)).
+    """
+    q, k, v = block_qkv(block, x, cos, sin, slices)
+    out = torch.nn.functional.scaled_dot_product_attention(q, k, v)  # [S, H, L, d], scale d^-0.5
+    return block_out(block, x, out)
+
+
+def split_block_fn(compile_fn):
+    """``vision_block`` with its two elementwise halves compiled (``compile_fn``) and the attention left eager,
+    so that the SDPA backend chosen at run time (``VAMBA_EVAL_VIT_SDPA``) is the one that runs."""
+    qkv_fn, out_fn = compile_fn(block_qkv), compile_fn(block_out)
+
+    def block_fn(block: torch.nn.Module, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                 slices: int) -> torch.Tensor:
+        q, k, v = qkv_fn(block, x, cos, sin, slices)
+        return out_fn(block, x, torch.nn.functional.scaled_dot_product_attention(q, k, v))
+
+    return block_fn
 
 
 def patch_embed(embed: torch.nn.Module, pixels: torch.Tensor) -> torch.Tensor:
