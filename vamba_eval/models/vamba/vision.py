@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import torch
@@ -147,7 +148,10 @@ def vision_block(block: torch.nn.Module, x: torch.Tensor, cos: torch.Tensor, sin
     return block_out(block, x, out)
 
 
-def split_block_fn(compile_fn):
+BlockFn = Callable[[torch.nn.Module, torch.Tensor, torch.Tensor, torch.Tensor, int], torch.Tensor]
+
+
+def split_block_fn(compile_fn: Callable[[Callable], Callable]) -> BlockFn:
     """``vision_block`` with its two elementwise halves compiled (``compile_fn``) and the attention left eager,
     so that the SDPA backend chosen at run time (``VAMBA_EVAL_VIT_SDPA``) is the one that runs."""
     qkv_fn, out_fn = compile_fn(block_qkv), compile_fn(block_out)
