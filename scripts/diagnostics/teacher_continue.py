@@ -26,8 +26,8 @@ from vamba_eval.train.batches import token_ids
 from vamba_eval.train.forward import batch_vision_attention, teacher_forward
 from vamba_eval.train.loop import Logger, train, validate
 from vamba_eval.train.recipe import apply_overrides, preset
-from vamba_eval.train.stages import (_close, aux_setting, freeze_vit, load_tokenizer_from, teacher_step, verify_setting,
-                                    with_probe)
+from vamba_eval.train.stages import (_close, aux_setting, check_same_tokenizer, freeze_vit, load_tokenizer_from,
+                                    teacher_step, verify_setting, with_probe)
 from vamba_eval.train.stream import training_set
 
 
@@ -42,8 +42,10 @@ def main() -> None:
     p.add_argument("--save-dtype", default=None, choices=["float32", "float16", "bfloat16"],
                    help="dtype of the saved teacher (float16 halves what the next device call carries)")
     args = p.parse_args()
-    if (args.teacher / "tokenizer.json").read_bytes() != (args.data / "tokenizer" / "tokenizer.json").read_bytes():
-        sys.exit("the teacher's tokenizer is not the data's: rebuild the data with the same recipe")
+    try:
+        check_same_tokenizer(args.teacher, args.data)
+    except ValueError as err:
+        sys.exit(str(err))
     recipe = apply_overrides(preset("gpu"), args.overrides)
     device = torch.device("cuda")
     torch.backends.cuda.matmul.allow_tf32 = True
