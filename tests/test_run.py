@@ -167,6 +167,15 @@ def test_cli_did_you_mean_and_clear_errors(tmp_path, capsys):
     assert "nowhere" in capsys.readouterr().err
 
 
+def test_cli_unknown_option_is_a_usage_error_not_a_traceback(tmp_path, capsys):
+    # typer ≥ 0.25 raises its vendored click's exceptions, which are not click.ClickException
+    with pytest.raises(SystemExit) as exc:
+        main(["run", "--tasks", "lvbench", "--out", str(tmp_path / "x")])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "No such option: --out" in err and "Traceback" not in err
+
+
 def test_config_file_and_flags(tmp_path, capsys):
     cfg = tmp_path / "run.yaml"
     cfg.write_text("tasks: videomme\nlimit: 2\nframes: 4\nscoring: lmms-eval\n")

@@ -193,12 +193,24 @@ def main(argv: Optional[list[str]] = None) -> None:
     except SystemExit:
         raise
     except Exception as err:  # click's usage errors
-        import click
-
-        if isinstance(err, click.ClickException):
+        if isinstance(err, _click_exceptions()):
             err.show()
             sys.exit(err.exit_code)
         raise
+
+
+def _click_exceptions() -> tuple[type, ...]:
+    """click's usage-error base class, and typer's vendored copy of it (typer ≥ 0.25 ships its own click)."""
+    import click
+
+    classes: list[type] = [click.ClickException]
+    try:
+        from typer._click.exceptions import ClickException as VendoredClickException
+    except ImportError:
+        pass
+    else:
+        classes.append(VendoredClickException)
+    return tuple(classes)
 
 
 if __name__ == "__main__":
