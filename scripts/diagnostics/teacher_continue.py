@@ -1,13 +1,14 @@
 """Does the teacher's lettered QA leave chance with more video steps? Continue a trained teacher.
 
     python scripts/diagnostics/teacher_continue.py TEACHER_DIR DATA_DIR SECONDS [--chunks 4] [--set KEY=VALUE …]
-        [--name NAME] [--save-dtype float16]
+        [--name NAME] [--save-dtype float16] [--grow N@K]
 
 Loads TEACHER_DIR (its tokenizer must be DATA_DIR's), freezes the ViT as run_teacher does, and trains
 the teacher's mix (recipe ``teacher`` with the overrides, the answer-content and option-verification losses
 as the recipe sets them)
 for SECONDS in CHUNKS chunks, printing the held-out lettered and open accuracy after each; saves the
 result to ``$OUT/teacher`` (with --name: ``$OUT/teacher-NAME.tar``, for runs side by side).
+``--grow N@K`` first inserts N identity-initialised decoder layers after the first K (train/grow.py).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import torch
 from vamba_eval.train import ckpt
 from vamba_eval.train.batches import token_ids
 from vamba_eval.train.forward import batch_vision_attention, teacher_forward
+from vamba_eval.train.grow import grow_depth
 from vamba_eval.train.loop import Logger, train, validate
 from vamba_eval.train.recipe import apply_overrides, preset
 from vamba_eval.train.stages import (_close, aux_setting, check_same_tokenizer, freeze_vit, load_tokenizer_from,
@@ -41,6 +43,8 @@ def main() -> None:
     p.add_argument("--name", default="")
     p.add_argument("--save-dtype", default=None, choices=["float32", "float16", "bfloat16"],
                    help="dtype of the saved teacher (float16 halves what the next device call carries)")
+    p.add_argument("--grow", default=None, metavar="N@K",
+                   help="insert N identity-initialised decoder layers after the first K before training")
     args = p.parse_args()
     try:
         check_same_tokenizer(args.teacher, args.data)
@@ -51,6 +55,11 @@ def main() -> None:
     torch.backends.cuda.matmul.allow_tf32 = True
     tok = load_tokenizer_from(args.teacher)
     model = ckpt.load_qwen2vl(args.teacher, device).train()
+    if args.grow:
+        n, after = (int(x) for x in args.grow.split("@"))
+        grow_depth(model, n, after)
+        print(f"[{args.name}] grown: {n} layers after layer {after} → "
+              f"{model.config.text_config.num_hidden_layers} layers", flush=True)
     batch_vision_attention(model)
     freeze_vit(model)
     data = training_set(args.data, tok, args.data / "tokenizer", recipe, device)
