@@ -16,6 +16,7 @@ The video half (``video_kv`` then ``video_update``) never looks at the text, whi
 
 from __future__ import annotations
 
+import inspect
 from typing import Any, Optional
 
 import torch
@@ -26,6 +27,10 @@ from transformers.models.qwen2_vl.modeling_qwen2_vl import Qwen2MLP, Qwen2VLAtte
 
 from vamba_eval.models.vamba.config import VambaConfig
 from vamba_eval.models.vamba.mixers import Mamba1Mixer, Mamba2Mixer, MambaBlock, MixerState
+
+# transformers renamed Qwen2VLAttention.forward's ``past_key_values`` to ``cache`` (5.2x; the old name warns and
+# goes in 5.40): pass the KV cache under whichever name the installed version declares.
+_CACHE_KWARG = "cache" if "cache" in inspect.signature(Qwen2VLAttention.forward).parameters else "past_key_values"
 
 KV = tuple[torch.Tensor, torch.Tensor]  # each [b, kv_heads, M, head_dim]
 # The RMSNorm class was renamed across transformers 5.x releases.
@@ -123,7 +128,7 @@ class VambaDecoderLayer(nn.Module):
                      cross_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
         x = self.input_layernorm(h)
         sa, _ = self.self_attn(x, attention_mask=attention_mask, position_embeddings=position_embeddings,
-                               past_key_values=cache)
+                               **{_CACHE_KWARG: cache})
         ca = self.cross_attn(x, kv, rope=q_rope if self.use_rope else None, mask=cross_mask)
         a = self.mix_weight()
         h = h + (sa + ca if a is None else a * sa + (1 - a) * ca)
