@@ -1,7 +1,7 @@
 """Does the teacher's lettered QA leave chance with more video steps? Continue a trained teacher.
 
     python scripts/diagnostics/teacher_continue.py TEACHER_DIR DATA_DIR SECONDS [--chunks 4] [--set KEY=VALUE …]
-        [--name NAME] [--save-dtype float16] [--grow N@K]
+        [--name NAME] [--save-dtype float16] [--grow N@K] [--swa FIRST]
 
 Loads TEACHER_DIR (its tokenizer must be DATA_DIR's), freezes the ViT as run_teacher does, and trains
 the teacher's mix (recipe ``teacher`` with the overrides, the answer-content and option-verification losses
@@ -9,6 +9,8 @@ as the recipe sets them)
 for SECONDS in CHUNKS chunks, printing the held-out lettered and open accuracy after each; saves the
 result to ``$OUT/teacher`` (with --name: ``$OUT/teacher-NAME.tar``, for runs side by side).
 ``--grow N@K`` first inserts N identity-initialised decoder layers after the first K (train/grow.py).
+``--swa FIRST`` averages the weights at the ends of chunks FIRST … CHUNKS-1 (stochastic weight averaging),
+validates the average after the last chunk and saves it instead of the last weights.
 """
 
 from __future__ import annotations
@@ -45,6 +47,8 @@ def main() -> None:
                    help="dtype of the saved teacher (float16 halves what the next device call carries)")
     p.add_argument("--grow", default=None, metavar="N@K",
                    help="insert N identity-initialised decoder layers after the first K before training")
+    p.add_argument("--swa", type=int, default=None, metavar="FIRST",
+                   help="save the average of the weights at the ends of chunks FIRST … CHUNKS-1")
     args = p.parse_args()
     try:
         check_same_tokenizer(args.teacher, args.data)
@@ -69,16 +73,20 @@ def main() -> None:
     fn = lambda b: teacher_forward(model, b, pad)[:2]  # noqa: E731
     verify = verify_setting(recipe, device)  # one probe across the chunks (None: option_verify_weight = 0)
     t0 = time.perf_counter()
+    swa: dict[str, torch.Tensor] = {}
     try:
         for k in range(args.chunks):
             train(with_probe(model.parameters(), verify),
                   teacher_step(model, pad, recipe.video_norm_penalty, aux_setting(recipe), verify), data,
                   stage, device, recipe.seed + k, log, f"{args.name}continue{k}")
-            model.eval()
-            res = {**validate(fn, data, device, size=64), **validate(fn, data, device, size=64, kind="open"),
-                   **validate(fn, data, device, size=64, split="train")}  # train vs held-out: memorisation
-            model.train()
-            print(f"[{args.name}] after chunk {k} ({time.perf_counter() - t0:.0f}s): {res}", flush=True)
+            print(f"[{args.name}] after chunk {k} ({time.perf_counter() - t0:.0f}s): {_scores(model, fn, data, device)}",
+                  flush=True)
+            if args.swa is not None and k >= args.swa:
+                _accumulate(swa, model, k - args.swa)
+        if swa:
+            model.load_state_dict(swa)
+            print(f"[{args.name}] swa of chunks {args.swa}…{args.chunks - 1}: {_scores(model, fn, data, device)}",
+                  flush=True)
     finally:
         _close(data, log, "continue")
     out = Path(os.environ.get("OUT", "/tmp/out"))
@@ -92,6 +100,23 @@ def main() -> None:
     with tarfile.open(out / f"teacher-{args.name}.tar", "w") as tar:
         tar.add(folder, arcname="teacher")
     shutil.rmtree(folder.parent)
+
+
+def _scores(model: torch.nn.Module, fn, data, device: torch.device) -> dict:
+    model.eval()
+    res = {**validate(fn, data, device, size=64), **validate(fn, data, device, size=64, kind="open"),
+           **validate(fn, data, device, size=64, split="train")}  # train vs held-out: memorisation
+    model.train()
+    return res
+
+
+def _accumulate(avg: dict[str, torch.Tensor], model: torch.nn.Module, seen: int) -> None:
+    """Running mean of the state dict over ``seen + 1`` snapshots (float tensors; the rest copied)."""
+    for key, value in model.state_dict().items():
+        if key not in avg or not value.is_floating_point():
+            avg[key] = value.detach().clone()
+        else:
+            avg[key] += (value.detach() - avg[key]) / (seen + 1)
 
 
 if __name__ == "__main__":
