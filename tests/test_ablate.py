@@ -386,3 +386,12 @@ def test_stage1_loss_is_lm_plus_lambda_topk_kl_by_hand(ablation):
     lm = float(lm_loss(s_logits, batch.labels))
     assert parts["kl"] == pytest.approx(hand_kl, rel=1e-4, abs=1e-6)
     assert float(loss) == pytest.approx(lm + lam * hand_kl, rel=1e-5)
+
+
+def test_module_entry_point_reports_an_unknown_option_without_a_traceback():
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "vamba_eval.ablate", "--bogus"], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 2 and "No such option: --bogus" in proc.stderr and "Traceback" not in proc.stderr

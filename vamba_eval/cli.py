@@ -193,13 +193,13 @@ def main(argv: Optional[list[str]] = None) -> None:
     except SystemExit:
         raise
     except Exception as err:  # click's usage errors
-        if isinstance(err, _click_exceptions()):
+        if isinstance(err, click_usage_errors()):
             err.show()
             sys.exit(err.exit_code)
         raise
 
 
-def _click_exceptions() -> tuple[type, ...]:
+def click_usage_errors() -> tuple[type, ...]:
     """click's usage-error base class, and typer's vendored copy of it (typer ≥ 0.25 ships its own click)."""
     import click
 
@@ -217,4 +217,4 @@ if __name__ == "__main__":
     main()
 
 
-__all__ = ["app", "main"]
+__all__ = ["app", "click_usage_errors", "main"]

@@ -17,9 +17,9 @@ def main() -> None:
     except KeyboardInterrupt:
         sys.exit(130)
     except Exception as err:  # click's usage errors
-        import click
+        from vamba_eval.cli import click_usage_errors
 
-        if isinstance(err, click.ClickException):
+        if isinstance(err, click_usage_errors()):
             err.show()
             sys.exit(err.exit_code)
         raise
