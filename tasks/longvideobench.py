@@ -210,6 +210,12 @@ def write_demo(folder: Path, seed: int) -> Path:
     return write_release(folder, seed=seed)
 
 
+def write_train_release(folder: Path, seed: int) -> Path:
+    from vamba_eval.synth.longvideobench import TRAIN_VIDEOS, write_release
+
+    return write_release(folder, seed=seed, n_videos=TRAIN_VIDEOS)
+
+
 TASK = TaskDef(
     name=NAME,
     title=TITLE,
@@ -219,6 +225,7 @@ TASK = TaskDef(
     score=score,
     aggregate=aggregate,
     write_demo=write_demo,
+    write_train_release=write_train_release,
     frames=FrameDefaults(num_frames=512, max_edge=480, min_edge=256),
     breakdowns=BREAKDOWNS,
     max_new_tokens=32,  # lmms-eval longvideobench_*.yaml generation_kwargs

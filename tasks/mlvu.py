@@ -313,6 +313,12 @@ def write_demo(folder: Path, seed: int) -> Path:
     return write_release(folder, seed=seed, part="mc")
 
 
+def write_train_release(folder: Path, seed: int) -> Path:
+    from vamba_eval.synth.mlvu import TRAIN_VIDEOS_PER_TASK, write_release
+
+    return write_release(folder, seed=seed, part="mc", videos_per_task=TRAIN_VIDEOS_PER_TASK)
+
+
 TASK = TaskDef(
     name=NAME,
     title=TITLE,
@@ -322,6 +328,7 @@ TASK = TaskDef(
     score=score,
     aggregate=aggregate,
     write_demo=write_demo,
+    write_train_release=write_train_release,
     frames=FrameDefaults(num_frames=512, max_edge=480, min_edge=256),
     breakdowns=("task",),
     max_new_tokens=16,

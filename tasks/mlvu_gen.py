@@ -282,9 +282,9 @@ def aggregate(scored: Sequence[ScoredSample], mode: str) -> dict[str, Any]:
 
 
 def write_demo(folder: Path, seed: int) -> Path:
-    from vamba_eval.synth.mlvu import write_release
+    from vamba_eval.synth.mlvu import TRAIN_VIDEOS_PER_TASK, write_release
 
-    return write_release(folder, seed=seed, part="gen")
+    return write_release(folder, seed=seed, part="gen", videos_per_task=TRAIN_VIDEOS_PER_TASK)  # judge-scored
 
 
 TASK = TaskDef(

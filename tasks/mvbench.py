@@ -308,8 +308,9 @@ def leaderboard_json(result: dict[str, Any]) -> dict[str, Optional[float]]:
 
 
 DEMO_SECONDS = 12
-DEMO_ITEMS = 2
-# (json, question kinds, options, container): the first 8 samples cover mp4 (bound and not), gif and frames
+DEMO_ITEMS = 8  # 5 tasks × 8 = 40 questions: enough to tell a model from guessing (±15 points at 95 %)
+TRAIN_ITEMS = 2  # per release of the training data (vamba_eval.train): the bundled checkpoints' data and tokenizer
+# (json, question kinds, options, container): together they cover mp4 (bound and not), gif and frame folders
 DEMO_TASKS = (
     ("action_sequence", ("eu_event",), 4, "mp4"),
     ("fine_grained_action", ("attr_color", "er_shape"), 4, "gif"),
@@ -319,14 +320,14 @@ DEMO_TASKS = (
 )
 
 
-def write_demo(folder: Path, seed: int) -> Path:
+def write_demo(folder: Path, seed: int, items: int = DEMO_ITEMS) -> Path:
     """A few tasks in MVBench's exact layout (video, bound video, gif, frame folder) from ``vamba_eval.synth``."""
     from vamba_eval.synth._release import write_notice, write_text
 
     folder = Path(folder)
     for t, (stem, kinds, n_opts, kind) in enumerate(DEMO_TASKS):
         task, records = BY_JSON[stem], []
-        for k in range(DEMO_ITEMS):
+        for k in range(items):
             script, q = _demo_question(seed, (t, k), kinds, task.bound)
             name = _demo_name(kind, t, k)
             _write_demo_video(script, folder / "video" / task.folder / name, kind)
@@ -391,6 +392,7 @@ TASK = TaskDef(
     score=score,
     aggregate=aggregate,
     write_demo=write_demo,
+    write_train_release=lambda folder, seed: write_demo(folder, seed, TRAIN_ITEMS),
     frames=FrameDefaults(num_frames=16, max_edge=480, min_edge=256, sampler="mvbench_centre"),  # demo: 8
     breakdowns=BREAKDOWNS,
     max_new_tokens=16,

@@ -167,11 +167,11 @@ def test_three_random_sigkills_then_resume_equal_a_clean_run(cache, clean5, tmp_
 
 @pytest.mark.slow
 def test_twenty_four_random_sigkills_then_resume_equal_a_clean_run(cache, tmp_path_factory, tmp_path):
-    """The whole demo of both tasks (38 samples), the report included: 24 kills at random points
+    """The whole demo of both tasks (95 samples), the report included: 24 kills at random points
     while samples are produced, then 3 more while a finished run re-writes results and report."""
     clean = clean_run(tmp_path_factory, "full")
     out = tmp_path / "killed"
-    stats = kill_loop(out, kills=24, seed=20240610, extra=(), total=38, log=tmp_path / "stderr.log", late=3)
+    stats = kill_loop(out, kills=24, seed=20240610, extra=(), total=95, log=tmp_path / "stderr.log", late=3)
     assert_same_run(out, clean)
     assert (out / store.REPORT).is_file()
     assert stats["kills"] >= 25 and stats["modes"].get("lines", 0) >= 10, stats
@@ -332,7 +332,7 @@ def test_ray_actors_killed_three_times_the_run_completes_identically(cluster, ca
 
 @pytest.mark.slow
 def test_ray_actors_killed_ten_times_the_run_completes_identically(cluster, cache, tmp_path_factory, tmp_path):
-    """The whole demo of both tasks (38 samples): a kill after (nearly) every record."""
+    """The whole demo of both tasks (95 samples): a kill after every few records."""
     clean = clean_run(tmp_path_factory, "full-ray")
     out = tmp_path / "ray"
     killer = _ray_run_with_kills(cluster, out, kills=10, seed=11, limit=None)

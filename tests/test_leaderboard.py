@@ -26,7 +26,7 @@ from vamba_eval.records import SampleRecord, dump_json_line  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = ROOT / "leaderboards"
 PAPER_CSV = ROOT.parent / "shared" / "reference" / "paper_results.csv"
-DEMO_LVBENCH = 20  # questions in the synthetic LVBench demo release
+DEMO_LVBENCH = 50  # questions in the synthetic LVBench demo release (10 videos × 5)
 
 TEST_BOARD = {
     "name": "demo-board", "title": "Demo board (synthetic)", "allow_synthetic": True,

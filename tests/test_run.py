@@ -146,7 +146,7 @@ def test_missing_and_corrupt_videos_become_recorded_errors(tmp_path):
     videos[1].write_bytes(videos[1].read_bytes()[:300])  # truncated
     res = evaluate(tasks="lvbench", data_dir=str(data), output=str(tmp_path / "run"), progress=False, frames=4)
     lv = res.tasks["lvbench"]
-    assert lv.n == 20 and lv.n_failed == 10 and lv.n_scored == 10
+    assert lv.n == 50 and lv.n_failed == 10 and lv.n_scored == 40  # 5 questions per video
     recs = [json.loads(x) for x in (tmp_path / "run" / store.SAMPLES).read_text().splitlines()]
     errors = {r["error"]["type"] for r in recs if r["error"]}
     assert errors == {"VideoNotFound", "VideoUnreadable"}

@@ -95,7 +95,7 @@ def test_different_seeds_differ(releases):
 
 def test_lvbench_records_have_the_official_shape(releases):
     records = _records(releases["lvb"])
-    assert len(records) == 4
+    assert len(records) == lvbench.DEMO_VIDEOS
     uid_types, n_double = set(), 0
     for rec in records:
         assert list(rec) == ["key", "type", "video_info", "qa"]
@@ -151,7 +151,7 @@ def test_lvbench_parquet_repack(releases):
 def test_videomme_parquet_has_the_official_columns(releases):
     df = pd.read_parquet(releases["vmme"] / videomme.PARQUET_FILE)
     assert list(df.columns) == VMME_COLUMNS
-    assert len(df) == 6 * 3
+    assert len(df) == videomme.DEMO_VIDEOS * videomme.QUESTIONS_PER_VIDEO
     assert (df.groupby("video_id").size() == 3).all()
     for row in df.itertuples(index=False):
         assert re.fullmatch(r"\d{3}", row.video_id)
@@ -165,7 +165,7 @@ def test_videomme_parquet_has_the_official_columns(releases):
         assert (releases["vmme"] / "data" / f"{row.videoID}.mp4").is_file()
         if row.duration == "long":
             assert (releases["vmme"] / "subtitle" / f"{row.videoID}.srt").is_file()
-    assert sorted(set(df.question_id)) == sorted(f"{v:03d}-{k}" for v in range(1, 7) for k in (1, 2, 3))
+    assert sorted(set(df.question_id)) == sorted(f"{v:03d}-{k}" for v in range(1, videomme.DEMO_VIDEOS + 1) for k in (1, 2, 3))
     assert set(df.duration) == {"short", "medium", "long"}
 
 
@@ -185,7 +185,7 @@ def _parse_srt(text: str) -> list[tuple[float, float, str]]:
 
 
 def test_srt_files_parse_and_are_ordered(releases):
-    plans = {p.video_key: p for p in videomme.plan_release(0, 6)}
+    plans = {p.video_key: p for p in videomme.plan_release(0)}
     files = sorted((releases["vmme"] / "subtitle").glob("*.srt"))
     assert files and {f.stem for f in files} == {k for k, p in plans.items() if p.has_subtitles}
     for srt in files:
@@ -202,9 +202,9 @@ def test_srt_files_parse_and_are_ordered(releases):
 
 
 def test_mp4s_decode_with_the_expected_duration_fps_and_size(releases):
-    expected = {f"{p.key}.mp4": p.script.duration_s for p in lvbench.plan_release(0, 4)}
+    expected = {f"{p.key}.mp4": p.script.duration_s for p in lvbench.plan_release(0)}
     expected.update({f"{p.video_key}.mp4": videomme.DURATIONS[p.duration]
-                     for p in videomme.plan_release(0, 6)})
+                     for p in videomme.plan_release(0)})
     paths = [*sorted((releases["lvb"] / "videos").glob("*.mp4")),
              *sorted((releases["vmme"] / "data").glob("*.mp4"))]
     assert sorted(p.name for p in paths) == sorted(expected)
@@ -214,12 +214,12 @@ def test_mp4s_decode_with_the_expected_duration_fps_and_size(releases):
         assert stream.average_rate == 4
         assert frames[0].shape == (96, 160, 3)
     records = {r["key"]: r for r in _records(releases["lvb"])}
-    for plan in lvbench.plan_release(0, 4):
+    for plan in lvbench.plan_release(0):
         assert records[plan.key]["video_info"]["duration_minutes"] == round(plan.script.duration_s / 60, 2)
 
 
 def test_decoded_frame_at_scene_midpoint_has_the_scene_background(releases):
-    for plan in lvbench.plan_release(0, 4):
+    for plan in lvbench.plan_release(0):
         frames, _ = _decode(releases["lvb"] / "videos" / f"{plan.key}.mp4")
         for scene in plan.script.scenes:
             frame = frames[int(scene.mid_s * 4)].astype(float)
@@ -254,7 +254,7 @@ def _iou(a: np.ndarray, b: np.ndarray) -> float:
 
 def test_key_information_digit_is_the_one_drawn():
     checked = 0
-    for plan in lvbench.plan_release(0, 4) + lvbench.plan_release(1, 4):
+    for plan in lvbench.plan_release(0) + lvbench.plan_release(1, 4):
         for seed in range(3):
             q = questions.make_question("kir_digit", plan.script, np.random.default_rng(seed))
             if q is None:
@@ -305,7 +305,7 @@ def _expected_gold(script: world.VideoScript, text: str):
 def test_release_answers_match_the_scripts(releases):
     """Gold options in the released files agree with the scripts the videos were rendered from."""
     checked = 0
-    plans = {p.key: p.script for p in lvbench.plan_release(0, 4)}
+    plans = {p.key: p.script for p in lvbench.plan_release(0)}
     for rec in _records(releases["lvb"]):
         for qa in rec["qa"]:
             text, *options = qa["question"].split("\n")
@@ -313,7 +313,7 @@ def test_release_answers_match_the_scripts(releases):
             if want is not None:
                 assert options["ABCD".index(qa["answer"])][4:] == want, text
                 checked += 1
-    vplans = {p.video_key: p.script for p in videomme.plan_release(0, 6)}
+    vplans = {p.video_key: p.script for p in videomme.plan_release(0)}
     for row in pd.read_parquet(releases["vmme"] / videomme.PARQUET_FILE).itertuples(index=False):
         want = _expected_gold(vplans[row.videoID], row.question)
         if want is not None:
@@ -413,3 +413,32 @@ def test_demo_annotations_do_not_depend_on_the_hash_seed(tmp_path):
                              text=True, check=True)
         digests.add(out.stdout.strip())
     assert len(digests) == 1
+
+
+# ---------------------------------------------------------------- training releases
+
+# What `vamba_eval.train` builds its data from (TaskDef.write_train_release, seed 1000): the questions, options,
+# answers and video scripts. The bundled checkpoints' tokenizer is trained on this text, so a change here makes
+# every new data build refuse the shipped teachers ("tokenizer is not …"): retrain and reship them, then update.
+TRAIN_RELEASE_FINGERPRINTS = {
+    "lvbench": ("6ba240941aadb4b1", 20), "videomme": ("7ce7e9acb52830a9", 18), "mlvu": ("1c754e105336de93", 27),
+    "longvideobench": ("e7fc449cc4c37448", 8), "mvbench": ("5ad93022f453b196", 10),
+}
+
+
+@pytest.mark.parametrize("name", sorted(TRAIN_RELEASE_FINGERPRINTS))
+def test_training_releases_stay_what_the_bundled_checkpoints_were_trained_on(name, tmp_path):
+    import hashlib
+
+    from vamba_eval.registry import get_task
+    from vamba_eval.synth.render import capture_scripts
+
+    task = get_task(name)
+    with capture_scripts() as captured:  # annotations only: no video is encoded
+        folder = task.write_train_release(tmp_path / "release", 1000)
+        rows = [(s.sample_id, s.question, tuple(s.options), s.answer, Path(s.video.path).name)
+                for s in task.load(Path(folder))]
+    scripts = sorted((Path(k).name, repr(v[0])) for k, v in captured.items())
+    got = (hashlib.sha256(repr((rows, scripts)).encode()).hexdigest()[:16], len(rows))
+    assert got == TRAIN_RELEASE_FINGERPRINTS[name]
+    assert len(task.load(task.write_demo(tmp_path / "demo", 0))) > 2 * len(rows)  # the demo is the larger one

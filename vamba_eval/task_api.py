@@ -128,6 +128,9 @@ class TaskDef:
     hub_revision: Optional[str] = None
     release_layout: str = ""  # one line describing the expected folder layout, for error messages
     extra: Mapping[str, Any] = field(default_factory=dict)
+    # (folder, seed) → a smaller release in the demo's format that `vamba_eval.train` builds its data from
+    # (None: write_demo). Fixed so that a data build gives the bundled checkpoints' data and tokenizer.
+    write_train_release: Optional[Callable[[Path, int], Path]] = None
     # Tasks scored by an LLM judge: (raw response, sample, mode, judge) → Score. ``judge`` is a
     # ``vamba_eval.judge`` client built from the run config; without one the sample is a recorded
     # error, never a made-up score.

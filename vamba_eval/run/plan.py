@@ -19,7 +19,7 @@ from vamba_eval.types import Sample
 from vamba_eval.video import FrameSpec
 from vamba_eval.video.paths import trusted_roots
 
-DEMO_VERSION = "v1"
+DEMO_VERSION = "v2"  # v2: larger demo splits (40–56 questions each)
 DEMO_MAX_EDGE = 224  # demo videos are small; keep their size (rounded to 28) instead of upscaling
 FORMAT_NAMES = {"lvbench": "LVBench", "videomme": "Video-MME", "mlvu": "MLVU", "mlvu_gen": "MLVU",
                 "longvideobench": "LongVideoBench", "longvideobench_test": "LongVideoBench", "mvbench": "MVBench",

@@ -22,14 +22,14 @@ DEMO_NOTICE = "synthetic demo split in {fmt} format — not {fmt}"
 
 
 def write_lvbench_demo(folder: Union[str, Path], seed: int = 0) -> Path:
-    """The LVBench-format demo release (4 videos × 5 questions) under ``folder``; returns it."""
+    """The LVBench-format demo release (10 videos × 5 questions) under ``folder``; returns it."""
     from vamba_eval.synth.lvbench import write_release
 
     return write_release(folder, seed=seed)
 
 
 def write_videomme_demo(folder: Union[str, Path], seed: int = 0) -> Path:
-    """The Video-MME-format demo release (6 videos × 3 questions) under ``folder``; returns it."""
+    """The Video-MME-format demo release (15 videos × 3 questions) under ``folder``; returns it."""
     from vamba_eval.synth.videomme import write_release
 
     return write_release(folder, seed=seed)

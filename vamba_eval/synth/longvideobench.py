@@ -43,6 +43,8 @@ TOPIC = "SYN-Synthetic-Shapes"  # not an official topic: the demo's own label
 EXTRA_OPTION = "none of the above"
 SHIFTED_VIDEO, SHIFT_S = 2, 5.0
 VAL_PER_VIDEO, TEST_PER_VIDEO = 2, 1
+DEMO_VIDEOS = 20  # × 2 labelled questions: 40 in the validation split (+ 20 unlabelled test questions)
+TRAIN_VIDEOS = 4  # per release of the training data (vamba_eval.train): the bundled checkpoints' data and tokenizer
 _STREAM_IDS, _STREAM_SCRIPT, _STREAM_QA = 300, 301, 302
 
 
@@ -103,7 +105,7 @@ def _parquet(records: list[dict[str, Any]], path: Path, labelled: bool) -> None:
     pd.DataFrame(rows).to_parquet(path, index=False)
 
 
-def write_release(folder: Union[str, Path], seed: int = 0, n_videos: int = 4, width: int = 160,
+def write_release(folder: Union[str, Path], seed: int = 0, n_videos: int = DEMO_VIDEOS, width: int = 160,
                   height: int = 96, fps: int = 4) -> Path:
     """Write the demo release under ``folder`` (created if needed); returns ``folder``."""
     folder = Path(folder)

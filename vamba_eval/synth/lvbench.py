@@ -32,6 +32,8 @@ REPACK_COLUMNS: tuple[str, ...] = (
     "uid", "question", "answer", "question_type", "time_reference",
 )
 _STREAM_IDS, _STREAM_SCRIPT, _STREAM_QA = 100, 101, 102
+DEMO_VIDEOS = 10  # × 5 questions: 50, enough to tell a model from guessing (±14 points at 95 %)
+TRAIN_VIDEOS = 4  # per release of the training data (vamba_eval.train): the bundled checkpoints' data and tokenizer
 
 
 @dataclass(frozen=True)
@@ -43,7 +45,7 @@ class VideoPlan:
     script: VideoScript
 
 
-def plan_release(seed: int = 0, n_videos: int = 4) -> list[VideoPlan]:
+def plan_release(seed: int = 0, n_videos: int = DEMO_VIDEOS) -> list[VideoPlan]:
     """The videos ``write_release(folder, seed, n_videos)`` writes (scripts give captions/answers)."""
     meta = stream_rng(seed, _STREAM_IDS)
     keys = youtube_ids(meta, n_videos)
@@ -72,7 +74,7 @@ def _qa_items(plan: VideoPlan, v: int, seed: int, n: int, first_uid: int) -> lis
     return items
 
 
-def write_release(folder: Union[str, Path], seed: int = 0, n_videos: int = 4,
+def write_release(folder: Union[str, Path], seed: int = 0, n_videos: int = DEMO_VIDEOS,
                   questions_per_video: int = 5, width: int = 160, height: int = 96,
                   fps: int = 4) -> Path:
     """Write the demo release under ``folder`` (created if needed); returns ``folder``."""

@@ -25,6 +25,8 @@ from vamba_eval.synth.render import render
 from vamba_eval.synth.world import VideoScript, caption, random_script, scene_caption
 
 #: json stem → (official question_type, video file prefix, synthetic question kinds, in preference order)
+DEMO_VIDEOS_PER_TASK = 4  # × 2 questions × 7 multiple-choice tasks: ~56
+TRAIN_VIDEOS_PER_TASK = 2  # per release of the training data and of the judge-scored "gen" demo
 MC_PLAN: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "1_plotQA": ("plotQA", "movie101", ("attr_color", "er_shape", "eu_event")),
     "2_needle": ("findNeedle", "needle", ("kir_digit", "kir_word")),
@@ -71,7 +73,7 @@ def _write_json(path: Path, records: list[dict[str, Any]]) -> None:
     write_text(path, json.dumps(records, ensure_ascii=False, indent=2) + "\n")
 
 
-def write_release(folder: Union[str, Path], seed: int = 0, part: str = "mc", videos_per_task: int = 2,
+def write_release(folder: Union[str, Path], seed: int = 0, part: str = "mc", videos_per_task: int = DEMO_VIDEOS_PER_TASK,
                   questions_per_video: int = 2, width: int = 160, height: int = 96, fps: int = 4) -> Path:
     """Write the demo under ``folder``: ``part`` "mc" (the 7 multiple-choice tasks), "gen" (sub-scene
     captioning + summary) or "all"; returns ``folder``."""

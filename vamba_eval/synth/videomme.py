@@ -37,6 +37,8 @@ PARQUET_FILE = "videomme/test-00000-of-00001.parquet"
 COLUMNS: tuple[str, ...] = ("video_id", "duration", "domain", "sub_category", "url", "videoID",
                             "question_id", "task_type", "question", "options", "answer")
 QUESTIONS_PER_VIDEO = 3
+DEMO_VIDEOS = 15  # × 3 questions: 45 (5 short, 5 medium, 5 long videos)
+TRAIN_VIDEOS = 6  # per release of the training data (vamba_eval.train): the bundled checkpoints' data and tokenizer
 _STREAM_IDS, _STREAM_SCRIPT, _STREAM_QA = 200, 201, 202
 
 
@@ -53,7 +55,7 @@ class VideoPlan:
     script: VideoScript
 
 
-def plan_release(seed: int = 0, n_videos: int = 6) -> list[VideoPlan]:
+def plan_release(seed: int = 0, n_videos: int = DEMO_VIDEOS) -> list[VideoPlan]:
     """The videos ``write_release(folder, seed, n_videos)`` writes, with their scripts."""
     meta = stream_rng(seed, _STREAM_IDS)
     keys = youtube_ids(meta, n_videos)
@@ -127,7 +129,7 @@ def _write_parquet(rows: list[dict[str, Any]], path: Path) -> Path:
     return path
 
 
-def write_release(folder: Union[str, Path], seed: int = 0, n_videos: int = 6, width: int = 160,
+def write_release(folder: Union[str, Path], seed: int = 0, n_videos: int = DEMO_VIDEOS, width: int = 160,
                   height: int = 96, fps: int = 4) -> Path:
     """Write the demo release under ``folder`` (created if needed); returns ``folder``.
 

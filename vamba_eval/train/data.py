@@ -1,7 +1,7 @@
 """Training data from the synthetic world, cached once as compressed frames + a JSONL of examples.
 
-Per task (every task module that has a demo writer): ``TASK.write_demo(folder, seed)`` for seeds
-``first_seed …`` (the demo uses seed 0), ``TASK.load`` → ``TASK.prompt`` → the gold reply in the
+Per task (every task module that has a demo writer): ``TASK.write_train_release(folder, seed)`` (a smaller
+release in the demo's format; else ``TASK.write_demo``) for seeds ``first_seed …`` (the demo uses seed 0), ``TASK.load`` → ``TASK.prompt`` → the gold reply in the
 task's official format; frames decoded with the run's own video layer and frame spec
 (``run.plan.frame_spec``, ``video.load_frames``). Captions (``synth.world.caption``) come for the
 same videos where the task's synth module exposes ``plan_release``, and for extra random scripts.
@@ -62,7 +62,8 @@ def _scripts_by_key(task: str, seed: int) -> dict[str, Any]:
 
     try:
         module = importlib.import_module(f"vamba_eval.synth.{task}")
-        plans = module.plan_release(seed)
+        sized = (module.TRAIN_VIDEOS,) if hasattr(module, "TRAIN_VIDEOS") else ()  # the training release's size
+        plans = module.plan_release(seed, *sized)
     except (ImportError, AttributeError, TypeError):
         return {}
     out = {}
@@ -105,7 +106,7 @@ def task_chunk(task_name: str, seed: int, copies: int, fast: bool = False, drill
     scripts = {} if fast else _scripts_by_key(task_name, seed)
     capture = capture_scripts() if fast else contextlib.nullcontext(None)
     with tempfile.TemporaryDirectory(prefix=f"train-{task_name}-") as tmp, capture as captured:
-        folder = task.write_demo(Path(tmp) / "release", seed)
+        folder = (task.write_train_release or task.write_demo)(Path(tmp) / "release", seed)
         for sample in task.load(Path(folder)):
             ref = sample.video
             key = (ref.path, ref.start, ref.end, ref.fps)

@@ -18,7 +18,7 @@ from vamba_eval.models.vamba.tiny import tiny_qwen2vl_config
 @dataclass
 class DataRecipe:
     first_seed: int = 1000  # demo releases use seed 0; training seeds start here
-    videos_per_task: int = 300  # write_demo(folder, seed) releases per task until this many videos
+    videos_per_task: int = 300  # write_train_release(folder, seed) releases per task until this many videos
     task_videos: dict[str, int] = field(default_factory=lambda: {
         "lvbench": 400, "videomme": 300, "mlvu": 250, "longvideobench": 200, "mvbench": 200})
     caption_videos: int = 200  # extra random scripts rendered for captions only
