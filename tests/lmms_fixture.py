@@ -31,10 +31,11 @@ MODEL_ARGS = f"max_frames_num=4,max_edge=56,min_edge=none,seed={SEED}"
 
 
 def write_releases(root: Path) -> dict[str, Path]:
-    """The demo releases (deterministic for a seed), as vamba-eval reads them."""
+    """The releases the committed output was made on (deterministic for a seed), as vamba-eval reads them: the
+    demo's format at its pre-2026-11-25 size, which the training data keeps (``TaskDef.write_train_release``)."""
     from vamba_eval.registry import get_task
 
-    return {name: get_task(name).write_demo(root / name, SEED) for name in ("videomme", "mvbench")}
+    return {name: get_task(name).write_train_release(root / name, SEED) for name in ("videomme", "mvbench")}
 
 
 def lmms_tasks_dir() -> Path:
