@@ -295,3 +295,15 @@ def test_student_refuses_data_tokenised_with_another_tokenizer(tmp_path):
     (tmp_path / "data" / "tokenizer" / "tokenizer.json").write_text('{"model": "another"}')
     with pytest.raises(ValueError, match="tokenizer is not .*rebuild the data with the teacher's recipe"):
         run_student(tmp_path / "run", tmp_path / "data", preset("test"), torch.device("cpu"), Logger(None), "stage1")
+
+
+def test_a_stage_without_its_inputs_is_a_clear_error_not_a_traceback(tmp_path, capsys):
+    from vamba_eval.train.__main__ import main as train_main
+
+    assert train_main(["stage1", "--out", str(tmp_path / "run")]) == 2
+    assert "converted: no checkpoint with a tokenizer.json" in capsys.readouterr().err
+    (tmp_path / "run" / "converted").mkdir(parents=True)
+    (tmp_path / "run" / "converted" / "tokenizer.json").write_text("{}")
+    assert train_main(["stage1", "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert "no training data" in err and "python -m vamba_eval.train data --out DIR" in err

@@ -37,7 +37,7 @@ def main() -> None:
     for arg in sys.argv[1:]:
         label, _, paths = arg.partition("=")
         pooled = pool([Path(p) for p in paths.split(",")])
-        cells = [f"{t} {100 * r / n:.1f} % ({r}/{n}, {100 * r / n / CHANCE[t]:.1f}× chance)"
+        cells = [f"{t} {100 * r / n:.1f} % ({r}/{n}" + (f", {100 * r / n / CHANCE[t]:.1f}× chance)" if t in CHANCE else ")")
                  for t, (r, n) in sorted(pooled.items())]
         total_r, total_n = sum(r for r, _ in pooled.values()), sum(n for _, n in pooled.values())
         print(f"{label}: all {100 * total_r / total_n:.1f} % ({total_r}/{total_n}); " + "; ".join(cells))

@@ -45,7 +45,7 @@ def main() -> None:
     p.add_argument("--name", default="")
     p.add_argument("--save-dtype", default=None, choices=["float32", "float16", "bfloat16"],
                    help="dtype of the saved teacher (float16 halves what the next device call carries)")
-    p.add_argument("--grow", default=None, metavar="N@K",
+    p.add_argument("--grow", default=None, metavar="N@K", type=_grow_spec,
                    help="insert N identity-initialised decoder layers after the first K before training")
     p.add_argument("--swa", type=int, default=None, metavar="FIRST",
                    help="save the average of the weights at the ends of chunks FIRST … CHUNKS-1")
@@ -60,7 +60,7 @@ def main() -> None:
     tok = load_tokenizer_from(args.teacher)
     model = ckpt.load_qwen2vl(args.teacher, device).train()
     if args.grow:
-        n, after = (int(x) for x in args.grow.split("@"))
+        n, after = args.grow
         grow_depth(model, n, after)
         print(f"[{args.name}] grown: {n} layers after layer {after} → "
               f"{model.config.text_config.num_hidden_layers} layers", flush=True)
@@ -100,6 +100,14 @@ def main() -> None:
     with tarfile.open(out / f"teacher-{args.name}.tar", "w") as tar:
         tar.add(folder, arcname="teacher")
     shutil.rmtree(folder.parent)
+
+
+def _grow_spec(text: str) -> tuple[int, int]:
+    try:
+        n, after = (int(x) for x in text.split("@"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected N@K, e.g. 2@4 (2 layers after the first 4)") from None
+    return n, after
 
 
 def _scores(model: torch.nn.Module, fn, data, device: torch.device) -> dict:

@@ -115,8 +115,16 @@ def main(argv: Optional[list[str]] = None) -> int:
 
         install(args.out, log)
         return 0
-    for stage in (all_stages(recipe) if args.stage == "all" else (args.stage,)):
-        run(stage, args, recipe, log)
+    from vamba_eval.models.vamba.checkpoint import CheckpointError
+    from vamba_eval.models.vamba.config import ConfigError
+    from vamba_eval.train.stages import TrainSetupError
+
+    try:
+        for stage in (all_stages(recipe) if args.stage == "all" else (args.stage,)):
+            run(stage, args, recipe, log)
+    except (TrainSetupError, ConfigError, CheckpointError) as err:  # what is on disk, not a bug: say what to run
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -142,10 +142,21 @@ def run_teacher(out: Path, data_dir: Path, recipe: Recipe, device: torch.device,
     return _finish_teacher(model, data, device, log, Path(out), tokenizer, hist, "teacher")
 
 
+class TrainSetupError(ValueError):
+    """A stage cannot start from what is on disk (a missing earlier stage, data of another tokenizer)."""
+
+
 def check_same_tokenizer(folder: Path, data_dir: Path) -> None:
     """The model's tokenizer must be the data's: the stream workers tokenise with the data's, the model reads ids."""
-    if (Path(folder) / "tokenizer.json").read_bytes() != (Path(data_dir) / "tokenizer" / "tokenizer.json").read_bytes():
-        raise ValueError(f"{folder}'s tokenizer is not {data_dir}'s: train on the data its teacher was trained on "
+    model_tok, data_tok = Path(folder) / "tokenizer.json", Path(data_dir) / "tokenizer" / "tokenizer.json"
+    if not model_tok.is_file():
+        raise TrainSetupError(f"{folder}: no checkpoint with a tokenizer.json there — run the stage that writes it "
+                              "first (teacher → convert → stage1 → stage2), or pass --out of a run that has it")
+    if not data_tok.is_file():
+        raise TrainSetupError(f"{data_dir}: no training data (tokenizer/tokenizer.json missing) — run "
+                              "`python -m vamba_eval.train data --out DIR` first, or pass --data")
+    if model_tok.read_bytes() != data_tok.read_bytes():
+        raise TrainSetupError(f"{folder}'s tokenizer is not {data_dir}'s: train on the data its teacher was trained on "
                          "(same data recipe → same data and tokenizer; pass --data, or rebuild the data with the "
                          "teacher's recipe)")
 
