@@ -1,14 +1,17 @@
 """Does the teacher's lettered QA leave chance with more video steps? Continue a trained teacher.
 
     python scripts/diagnostics/teacher_continue.py TEACHER_DIR DATA_DIR SECONDS [--chunks 4] [--set KEY=VALUE …]
-        [--name NAME] [--save-dtype float16] [--grow N@K] [--swa FIRST]
+        [--name NAME] [--save-dtype float16] [--grow N@K] [--swa FIRST] [--vision]
 
-Loads TEACHER_DIR (its tokenizer must be DATA_DIR's), freezes the ViT as run_teacher does, and trains
+Loads TEACHER_DIR (its tokenizer must be DATA_DIR's), freezes the ViT as run_teacher does (unless the recipe
+sets ``teacher_trains_vit``), and trains
 the teacher's mix (recipe ``teacher`` with the overrides, the answer-content and option-verification losses
 as the recipe sets them)
 for SECONDS in CHUNKS chunks, printing the held-out lettered and open accuracy after each; saves the
 result to ``$OUT/teacher`` (with --name: ``$OUT/teacher-NAME.tar``, for runs side by side).
 ``--grow N@K`` first inserts N identity-initialised decoder layers after the first K (train/grow.py).
+``--vision`` first runs the vision stage again on the teacher's own ViT + merger (recipe ``vision``,
+``data.vision_pairs``; fresh heads): the bundled teacher's 45 s stage ended with the shape loss still falling.
 ``--swa FIRST`` averages the weights at the ends of chunks FIRST … CHUNKS-1 (stochastic weight averaging),
 validates the average after the last chunk and saves it instead of the last weights.
 """
@@ -47,6 +50,8 @@ def main() -> None:
                    help="dtype of the saved teacher (float16 halves what the next device call carries)")
     p.add_argument("--grow", default=None, metavar="N@K", type=_grow_spec,
                    help="insert N identity-initialised decoder layers after the first K before training")
+    p.add_argument("--vision", action="store_true",
+                   help="run the vision stage (recipe.vision) on the teacher's ViT + merger before training")
     p.add_argument("--swa", type=int, default=None, metavar="FIRST",
                    help="save the average of the weights at the ends of chunks FIRST … CHUNKS-1")
     args = p.parse_args()
@@ -55,7 +60,7 @@ def main() -> None:
     except ValueError as err:
         sys.exit(str(err))
     recipe = apply_overrides(preset("gpu"), args.overrides)
-    device = torch.device("cuda")
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     torch.backends.cuda.matmul.allow_tf32 = True
     tok = load_tokenizer_from(args.teacher)
     model = ckpt.load_qwen2vl(args.teacher, device).train()
@@ -65,10 +70,17 @@ def main() -> None:
         print(f"[{args.name}] grown: {n} layers after layer {after} → "
               f"{model.config.text_config.num_hidden_layers} layers", flush=True)
     batch_vision_attention(model)
-    freeze_vit(model)
+    log = Logger(None)
+    if args.vision:
+        from vamba_eval.train.vision import run_vision
+
+        hist = run_vision(model, recipe, device, log)
+        print(f"[{args.name}] vision stage: {hist[-1] if hist else 'skipped (vision.steps or data.vision_pairs = 0)'}",
+              flush=True)
+    if not recipe.teacher_trains_vit:
+        freeze_vit(model)
     data = training_set(args.data, tok, args.data / "tokenizer", recipe, device)
     pad = token_ids(tok).video_pad
-    log = Logger(None)
     stage = dataclasses.replace(recipe.teacher, max_seconds=args.seconds / args.chunks, warmup=20)
     fn = lambda b: teacher_forward(model, b, pad)[:2]  # noqa: E731
     verify = verify_setting(recipe, device)  # one probe across the chunks (None: option_verify_weight = 0)

@@ -8,6 +8,7 @@ the per-video token blocks are then stacked as the batch of the video stream.
 
 from __future__ import annotations
 
+import inspect
 from typing import Any, Optional
 
 import torch
@@ -104,9 +105,10 @@ def _check_rope(model: Any, ids: torch.Tensor, mask: torch.Tensor, thw: torch.Te
     inner = model.model
     with torch.no_grad():
         if hasattr(inner, "compute_3d_position_ids"):
+            params = inspect.signature(inner.compute_3d_position_ids).parameters  # the cache keyword was renamed
+            cache = {"cache": None} if "cache" in params else {"past_key_values": None}
             ref = inner.compute_3d_position_ids(input_ids=ids, image_grid_thw=None, video_grid_thw=thw,
-                                                inputs_embeds=None, attention_mask=mask, past_key_values=None,
-                                                **extra)
+                                                inputs_embeds=None, attention_mask=mask, **cache, **extra)
         else:
             ref = inner.get_rope_index(ids, None, thw, mask)[0]
     real = mask.bool()[None].expand_as(pos)
