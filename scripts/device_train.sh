@@ -14,11 +14,11 @@ OUT=${OUT:-/tmp/out}; RUN=/tmp/train-run; rm -rf "$RUN"
 # TEACHER_DIR (carried): a teacher from an earlier call, for STAGES="data continue" or "data convert stage1 …"
 if [ -n "$TEACHER" ]; then mkdir -p "$RUN" && cp -r "$TEACHER" "$RUN/teacher" || exit 1; fi
 nproc; nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
-# ABRT after TRAIN_LIMIT s: faulthandler prints every thread's stack instead of a silent kill
-# STAGES="data teacher": only those stages (default: all — with the gpu preset's 5 teacher rounds that is
+# ABRT after TRAIN_LIMIT s (default 540: the teacher's round 1 is ≈ 480 s with its pair rendering): faulthandler prints every thread's stack instead of a silent kill
+# STAGES="data teacher": only those stages (default: all — with the gpu preset's 6 teacher rounds that is
 # more than one 10-minute call: split it, e.g. "data teacher", then TEACHER_DIR=… "data continue continue", …)
 for stage in ${STAGES:-all}; do
-  timeout -s ABRT "${TRAIN_LIMIT:-420}" python3 -X faulthandler -m vamba_eval.train "$stage" --out "$RUN" --device cuda "$@" 2>&1 \
+  timeout -s ABRT "${TRAIN_LIMIT:-540}" python3 -X faulthandler -m vamba_eval.train "$stage" --out "$RUN" --device cuda "$@" 2>&1 \
     | grep --line-buffered -v "Loading weights" | tee -a "$OUT/train.log"
 done
 cp "$RUN/log.jsonl" "$RUN/recipe.json" "$OUT/" 2>/dev/null

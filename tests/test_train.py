@@ -308,3 +308,14 @@ def test_a_stage_without_its_inputs_is_a_clear_error_not_a_traceback(tmp_path, c
     assert train_main(["stage1", "--out", str(tmp_path / "run")]) == 2
     err = capsys.readouterr().err
     assert "no training data" in err and "python -m vamba_eval.train data --out DIR" in err
+
+
+def test_the_first_teacher_round_fits_one_gpu_call_and_untimed_presets_stay_untimed():
+    gpu = preset("gpu")
+    first = gpu.first_teacher_round()
+    assert first.max_seconds == gpu.teacher_first_seconds < gpu.teacher.max_seconds
+    assert (first.lr, first.batch, first.steps) == (gpu.teacher.lr, gpu.teacher.batch, gpu.teacher.steps)
+    # vision + binding + round 1's video training (+ ~50 s of pair rendering and validation) inside 10 minutes
+    assert gpu.vision.max_seconds + gpu.binding.max_seconds + first.max_seconds + 50 <= 540
+    cpu = preset("cpu")
+    assert cpu.teacher.max_seconds == 0 and cpu.first_teacher_round() == cpu.teacher  # steps, not seconds

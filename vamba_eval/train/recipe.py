@@ -107,7 +107,10 @@ class Recipe:
         max_seconds=260))
     # rounds of ``teacher`` (the first after vision + binding, each further one a ``continue`` stage that reloads
     # the saved teacher: a round fits one 10-minute GPU lease); the letter needs several (diagnostics README)
-    teacher_rounds: int = 5
+    teacher_rounds: int = 6
+    # > 0 (and teacher.max_seconds > 0): round 1's video training stops after this many seconds — its vision and
+    # binding stages take ~330 s before it, and the round has to fit one 10-minute GPU lease as well
+    teacher_first_seconds: float = 100.0
     stage1: StageRecipe = field(default_factory=lambda: StageRecipe(
         steps=5000, lr=2e-3, batch=128, warmup=100, caption_fraction=1.0, max_seconds=90))
     stage2: StageRecipe = field(default_factory=lambda: StageRecipe(
@@ -116,6 +119,13 @@ class Recipe:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def first_teacher_round(self) -> StageRecipe:
+        """``teacher`` with round 1's wall-clock budget (``teacher_first_seconds``) where both are timed."""
+        if self.teacher.max_seconds > 0 and self.teacher_first_seconds > 0:
+            return dataclasses.replace(self.teacher, max_seconds=min(self.teacher.max_seconds,
+                                                                     self.teacher_first_seconds))
+        return self.teacher
 
 
 def preset(name: str) -> Recipe:

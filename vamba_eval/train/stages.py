@@ -136,7 +136,7 @@ def run_teacher(out: Path, data_dir: Path, recipe: Recipe, device: torch.device,
             log(f"[teacher] ViT frozen after the vision stage ({frozen:,} params; the merger trains)")
         hist += train(with_probe(model.parameters(), verify),
                       teacher_step(model, pad, recipe.video_norm_penalty, aux_setting(recipe), verify),
-                      data, recipe.teacher, device, recipe.seed, log, "teacher")
+                      data, recipe.first_teacher_round(), device, recipe.seed, log, "teacher")
     finally:
         _close(data, log, "teacher")
     return _finish_teacher(model, data, device, log, Path(out), tokenizer, hist, "teacher")
