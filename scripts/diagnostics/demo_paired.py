@@ -3,7 +3,8 @@
     python scripts/diagnostics/demo_paired.py BASE_RUN[,BASE_RUN …] NEW_RUN[,NEW_RUN …]
 
 The i-th base run and the i-th new run must be the same release (same seed): questions are matched by
-(task, sample_id) within each pair of runs. A question counts only when both runs scored it. Prints, per task and
+(task, sample_id) within each pair of runs, and a pair whose matched questions differ (prompt or gold: e.g. the
+runs given in another order) is refused. A question counts only when both runs scored it. Prints, per task and
 over all tasks, the questions compared, both accuracies, the discordant counts (b: base right and new wrong,
 c: base wrong and new right) and the two-sided exact McNemar p-value (vamba_eval.paired_stats), which
 `vamba-eval regress` applies per run; pooling the releases gives it five times the questions.
@@ -19,13 +20,16 @@ from pathlib import Path
 from vamba_eval.paired_stats import mcnemar_exact
 
 
-def outcomes(run: Path) -> dict[tuple[str, str], bool]:
-    """(task, sample_id) → correct, for the scored questions of one run directory."""
+def outcomes(run: Path) -> dict[tuple[str, str], tuple[bool, str]]:
+    """(task, sample_id) → (correct, prompt + gold), for the scored questions of one run directory."""
+    path = run / "samples.jsonl"
+    if not path.is_file():
+        sys.exit(f"{run}: no samples.jsonl — pass run directories written by `vamba-eval run`")
     out = {}
-    for line in (run / "samples.jsonl").read_text(encoding="utf-8").splitlines():
+    for line in path.read_text(encoding="utf-8").splitlines():
         rec = json.loads(line)
         if rec.get("correct") is not None:
-            out[(rec["task"], str(rec["sample_id"]))] = bool(rec["correct"])
+            out[(rec["task"], str(rec["sample_id"]))] = (bool(rec["correct"]), f"{rec['prompt']}\n{rec['gold']}")
     return out
 
 
@@ -34,8 +38,13 @@ def tally(pairs: list[tuple[Path, Path]]) -> dict[str, list[int]]:
     counts: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0, 0, 0])
     for base_run, new_run in pairs:
         base, new = outcomes(base_run), outcomes(new_run)
-        for key in base.keys() & new.keys():
-            x, y = base[key], new[key]
+        shared = base.keys() & new.keys()
+        differ = [k for k in shared if base[k][1] != new[k][1]]
+        if differ or not shared:
+            sys.exit(f"{base_run} and {new_run} are not runs of the same release ({len(differ)} of {len(shared)} "
+                     "shared questions differ): give the runs of each seed in the same order")
+        for key in shared:
+            x, y = base[key][0], new[key][0]
             for name in (key[0], "all"):
                 row = counts[name]
                 row[0] += 1
