@@ -134,8 +134,17 @@ def test_lambda_zero_is_plain_lm_loss(setup):
     assert float(loss0) == float(lm)
 
 
-def test_batched_student_equals_reference_forward(setup):
-    student, batch = setup["student"].eval(), setup["batch"]
+@pytest.mark.parametrize("rope", [False, True])
+def test_batched_student_equals_reference_forward(setup, rope):
+    """Also with M-RoPE on the cross-attention: the batched forward must give each video's keys their
+    own (t, h, w) positions, as the reference forward and the streamed prefill do."""
+    from vamba_eval.models.vamba.convert import vamba_from_qwen2vl
+
+    batch = setup["batch"]
+    student = setup["student"].eval()
+    if rope:
+        student = vamba_from_qwen2vl(setup["teacher"], "self_attn", "mamba2", 0, cross_attn_rope=True).eval()
+        assert student.config.vamba.cross_attn_use_position_embeddings
     with torch.no_grad():
         logits = student_logits(student, batch)
         for row in range(batch.ids.shape[0]):
@@ -319,3 +328,12 @@ def test_the_first_teacher_round_fits_one_gpu_call_and_untimed_presets_stay_unti
     assert gpu.vision.max_seconds + gpu.binding.max_seconds + first.max_seconds + 50 <= 540
     cpu = preset("cpu")
     assert cpu.teacher.max_seconds == 0 and cpu.first_teacher_round() == cpu.teacher  # steps, not seconds
+
+
+def test_recipe_overrides_parse_types_and_reject_unknown_keys():
+    from vamba_eval.train.recipe import apply_overrides
+
+    r = apply_overrides(preset("test"), ["cross_attn_rope=true", "stage2.max_seconds=12", "variant=B"])
+    assert r.cross_attn_rope is True and r.stage2.max_seconds == 12.0 and r.variant == "B"
+    with pytest.raises(ValueError, match="no recipe field 'stage2.secs'"):
+        apply_overrides(preset("test"), ["stage2.secs=3"])

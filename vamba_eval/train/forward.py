@@ -14,7 +14,7 @@ from typing import Any, Optional
 import torch
 import torch.nn.functional as F
 
-from vamba_eval.models.vamba.vision import encode_frames, patchify
+from vamba_eval.models.vamba.vision import VideoGrid, encode_frames, patchify
 from vamba_eval.train.batches import (IGNORE, Batch, check_even, teacher_inputs, teacher_position_ids,
                                       video_token_count)
 
@@ -41,9 +41,11 @@ def student_logits(model: Any, batch: Batch, stats: Optional[dict[str, torch.Ten
         stats["video"] = v
     h = model.model.embed_tokens(batch.ids)
     pe, q_rope = model._text_rope(h, 0)
+    one = VideoGrid(grid.t // b, grid.h, grid.w, grid.merge)  # every video of the batch has the same grid
+    v_rope = model._video_rope(v, one, 0, one.t)  # None unless cross_attn_use_position_embeddings
     last = len(model.layers) - 1
     for i, layer in enumerate(model.layers):
-        h, v = layer(h, v, pe, video_rope=None, q_rope=q_rope, update_video=i < last)
+        h, v = layer(h, v, pe, video_rope=v_rope, q_rope=q_rope, update_video=i < last)
         if stats is not None:
             stats[f"layer{i + 1}"] = h
             if i + 1 == keep_layer:

@@ -72,6 +72,8 @@ class StageRecipe:
 class Recipe:
     seed: int = 0
     variant: str = "D"  # A–D of vamba_eval.models.vamba.convert.VARIANTS
+    # M-RoPE on the student's cross-attention (config cross_attn_use_position_embeddings; the released 7B: off)
+    cross_attn_rope: bool = False
     distill_lambda: float = 0.0  # the paper's final recipe; ablations sweep it
     distill_topk: int = 100
     video_norm_penalty: float = 1.0  # weight of forward.video_scale_penalty (teacher, stage 2)

@@ -256,9 +256,10 @@ def run_convert(out: Path, recipe: Recipe, log: Logger) -> Path:
     init, mixer = VARIANTS[recipe.variant]
     teacher = ckpt.load_qwen2vl(Path(out) / "teacher")
     model = vamba_from_qwen2vl(teacher, cross_attn_init=init, mixer=mixer, seed=recipe.seed,
-                               mixer_overrides=mixer_overrides(recipe.model))
+                               mixer_overrides=mixer_overrides(recipe.model), cross_attn_rope=recipe.cross_attn_rope)
     model.config = model.config.replace(distill_coeff=float(recipe.distill_lambda))
-    log(f"[convert] variant {recipe.variant} (cross_attn_init={init}, mixer={mixer}): "
+    log(f"[convert] variant {recipe.variant} (cross_attn_init={init}, mixer={mixer}, "
+        f"cross_attn_rope={recipe.cross_attn_rope}): "
         f"{sum(p.numel() for p in model.parameters()):,} params")
     tokenizer = load_tokenizer_from(Path(out) / "teacher")
     return ckpt.save_vamba(model, Path(out) / "converted", tokenizer)

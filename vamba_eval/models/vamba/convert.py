@@ -47,8 +47,10 @@ def flat_qwen2vl_config(hf_config: Any) -> dict[str, Any]:
 
 
 def vamba_config_from_qwen2vl(hf_config: Any, mixer: str = "mamba2",
-                              mixer_overrides: Optional[dict[str, Any]] = None) -> VambaConfig:
-    flat = {**flat_qwen2vl_config(hf_config), **VAMBA_FIELDS, "mixer_type": mixer}
+                              mixer_overrides: Optional[dict[str, Any]] = None,
+                              cross_attn_rope: bool = False) -> VambaConfig:
+    flat = {**flat_qwen2vl_config(hf_config), **VAMBA_FIELDS, "mixer_type": mixer,
+            "cross_attn_use_position_embeddings": cross_attn_rope}
     mix = dict(VAMBA_FIELDS["vision_mamba_mixer_config"])
     if mixer == "mamba1":
         mix.update(MAMBA1_DEFAULTS)
@@ -70,13 +72,17 @@ def _official_key(key: str) -> str:
 @torch.no_grad()
 def vamba_from_qwen2vl(qwen2vl: torch.nn.Module, cross_attn_init: CrossAttnInit = "self_attn",
                        mixer: str = "mamba2", seed: int = 0,
-                       mixer_overrides: Optional[dict[str, Any]] = None) -> VambaForConditionalGeneration:
-    """Build a VAMBA variant from a `transformers` Qwen2VLForConditionalGeneration (weights copied)."""
+                       mixer_overrides: Optional[dict[str, Any]] = None,
+                       cross_attn_rope: bool = False) -> VambaForConditionalGeneration:
+    """Build a VAMBA variant from a `transformers` Qwen2VLForConditionalGeneration (weights copied).
+
+    ``cross_attn_rope``: M-RoPE on the cross-attention's queries (text positions) and keys (the video tokens'
+    (t, h, w) positions) — the official config's ``cross_attn_use_position_embeddings`` (released: false)."""
     if cross_attn_init not in ("self_attn", "random"):
         raise ValueError(f"cross_attn_init must be 'self_attn' or 'random', got {cross_attn_init!r}")
     if mixer not in ("mamba2", "mamba1", "none"):
         raise ValueError(f"mixer must be 'mamba2', 'mamba1' or 'none', got {mixer!r}")
-    cfg = vamba_config_from_qwen2vl(qwen2vl.config, mixer, mixer_overrides)
+    cfg = vamba_config_from_qwen2vl(qwen2vl.config, mixer, mixer_overrides, cross_attn_rope)
     src = {_official_key(k): v for k, v in qwen2vl.state_dict().items()}
     ref = next(iter(src.values()))
     model = VambaForConditionalGeneration(cfg).to(device=ref.device, dtype=ref.dtype)
