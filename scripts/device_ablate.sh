@@ -33,7 +33,9 @@ done
 # no checkpoint travels: a scored cell is reused from its run directory, an unscored one restarts its training
 # (≈ 20–60 s; runner.train_cell). The carry limit (64 MiB with the tracked tree and .gpu_carry's 39 MB) has no
 # room for the three 9 MB stage checkpoints an interrupted part leaves (2026-11-24: refused at 87 MB)
+# nor a run's thumbnails and report.html (≈ 3.6 MB per cell with 135 demo questions: 15 scored cells made a 17 MB
+# state, over the carry limit with the wheels; resuming reads results.json, the page links the run folders)
 printf '%s\n' './cells/*/seed*/train/converted' './cells/*/seed*/train/stage1' './cells/*/seed*/train/stage2' \
-  > /tmp/ablate-exclude
+  './cells/*/seed*/run/thumbs' './cells/*/seed*/run/report.html' > /tmp/ablate-exclude
 tar -C "$A" -X /tmp/ablate-exclude --exclude='./teachers' -cf - . | xz -1 -T8 | split -b 15M - "$OUT/state-rest.tar.xz.part-"
 ls -la "$OUT"
