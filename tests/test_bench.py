@@ -319,3 +319,24 @@ def test_train_falls_back_to_torch_scan_when_backend_cannot_backprop() -> None:
     assert first["train_ssm_backend"] == "torch" and "fla backward failed" in first["train_note"]
     assert first["grad_tensors"] > 0 and subject.model.ssm_backend.name == "fla"  # inference keeps its kernels
     assert subject.train_step(frames, prompt, 4)["train_ssm_backend"] == "torch"
+
+
+@pytest.mark.parametrize("rope", [False, True])
+def test_train_step_loss_equals_the_reference_forward(rope: bool) -> None:
+    """The timed stage-1 step (frozen ViT, checkpointed layers) computes the model's own loss — also with
+    M-RoPE on the cross-attention, where the video keys need their (t, h, w) positions."""
+    from vamba_eval.bench.subjects import VambaSubject, loss_labels, make_frames, make_prompt
+    from vamba_eval.train.forward import lm_loss
+
+    cpu = torch.device("cpu")
+    raw = {**tiny_vamba_config(), "cross_attn_use_position_embeddings": rope}
+    subject = VambaSubject(raw, cpu, torch.float32, "torch", False, 0)
+    with torch.no_grad():  # peaked cross-attention: at init's scale positions barely move the softmax
+        for layer in subject.model.layers:
+            layer.cross_attn.q_proj.weight.mul_(30)
+            layer.cross_attn.k_proj.weight.mul_(30)
+    frames, prompt = make_frames(4, 56, 112, cpu, 0), make_prompt(subject.raw, 8, cpu, 0)
+    with torch.no_grad():
+        ref = lm_loss(subject.model(prompt.ids(), frames), loss_labels(prompt.ids(), 4))
+    step = subject.train_step(frames, prompt, 4)  # the loss before its SGD update
+    assert step["loss"] == pytest.approx(float(ref), rel=1e-6)  # keys without positions: 8e-4 off

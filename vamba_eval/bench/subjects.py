@@ -188,9 +188,11 @@ class VambaSubject:
                 v = encode_frames(model.visual, pixels, grid, model._block_fn).unsqueeze(0).to(self.dtype)  # [1, M, d]
             h = model.model.embed_tokens(ids)  # [1, n, d]
             pe, q_rope = model._text_rope(h, 0)
+            v_rope = model._video_rope(v, grid, 0, grid.t)  # None unless cross_attn_use_position_embeddings
             last = len(model.layers) - 1
             for i, layer in enumerate(model.layers):
-                h, v = checkpoint(layer, h, v, pe, q_rope=q_rope, update_video=i < last, use_reentrant=False)
+                h, v = checkpoint(layer, h, v, pe, video_rope=v_rope, q_rope=q_rope, update_video=i < last,
+                                  use_reentrant=False)
             loss = lm_loss(model.lm_head(model.model.norm(h)), loss_labels(ids, n_loss))
             loss.backward()
             return {"loss": float(loss.detach()), "grad_tensors": sgd_update(params)}
