@@ -282,7 +282,7 @@ def _spec(tmp_path, **changes):
     ({"cell_B_paper": [{"table": "ablation_t2", "row": "B"}], "paper_results": str(ABLATIONS / "paper_results.csv")},
      "cells[B].paper: no row 'B' in table 'ablation_t2'"),
     ({"set": {"stage1.stepz": 3}}, "set.stage1.stepz: no recipe field 'stage1.stepz'"),
-    ({"set": {"stage1.steps": "many"}}, "set.stage1.steps: 'many' is not a valid value"),
+    ({"set": {"stage1.steps": "many"}}, "set.stage1.steps: 'many' is not a JSON value"),
     ({"colour": 1}, "colour: Extra inputs are not permitted"),
 ])
 def test_spec_errors_name_the_key(tmp_path, changes, needle):

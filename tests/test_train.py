@@ -337,3 +337,19 @@ def test_recipe_overrides_parse_types_and_reject_unknown_keys():
     assert r.cross_attn_rope is True and r.stage2.max_seconds == 12.0 and r.variant == "B"
     with pytest.raises(ValueError, match="no recipe field 'stage2.secs'"):
         apply_overrides(preset("test"), ["stage2.secs=3"])
+    for bad, why in [("cross_attn_rope=yes", "not a JSON value"), ('cross_attn_rope="false"', "expected bool"),
+                     ("stage2.steps=1.7", "expected int"), ("variant.x=1", "no recipe field")]:
+        with pytest.raises(ValueError, match=why):
+            apply_overrides(preset("test"), [bad])
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["convert", "--set", "cross_attn_rope=yes"], "not a JSON value"),
+    (["convert", "--set", "variant=E"], "unknown variant; use one of A, B, C, D"),
+    (["convert"], "no teacher checkpoint — run the `teacher` stage first"),
+])
+def test_train_cli_bad_input_exits_2_with_a_message(tmp_path, capsys, argv, says):
+    from vamba_eval.train.__main__ import main
+
+    assert main([*argv, "--out", str(tmp_path), "--preset", "test"]) == 2
+    assert says in capsys.readouterr().err

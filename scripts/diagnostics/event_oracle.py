@@ -42,13 +42,20 @@ def judge(sample: dict, script) -> tuple[str, bool]:
 def main(runs: list[str]) -> None:
     tally: dict[tuple[str, str], list[int]] = collections.defaultdict(lambda: [0, 0, 0])  # total, answerable, right
     for run in map(Path, runs):
-        seed = json.loads((run / "config.json").read_text())["config"]["seed"]
+        if not (run / "config.json").is_file() or not (run / "samples.jsonl").is_file():
+            sys.exit(f"{run}: not a run directory of `vamba-eval run` (config.json and samples.jsonl)")
+        config = json.loads((run / "config.json").read_text())["config"]
+        if config.get("data_dir"):
+            sys.exit(f"{run}: evaluated on {config['data_dir']}, not the built-in demo releases this script rebuilds")
+        seed = config["seed"]
         cache: dict[str, dict] = {}
         for line in (run / "samples.jsonl").open():
             s = json.loads(line)
             if s["task"] not in ("lvbench", "videomme") or not QUESTION.search(s["prompt"]):
                 continue
             table = cache.setdefault(s["task"], scripts(s["task"], seed))
+            if s["video_key"] not in table:
+                sys.exit(f"{run}: video {s['video_key']} is not in the seed-{seed} demo release of {s['task']}")
             kind, ok = judge(s, table[s["video_key"]])
             row = tally[(s["task"], kind)]
             row[0] += 1

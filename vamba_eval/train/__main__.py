@@ -37,8 +37,13 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
 
 
 def build_recipe(args: argparse.Namespace) -> Recipe:
+    from vamba_eval.models.vamba.convert import VARIANTS
+
     name = args.preset or ("gpu" if str(args.device).startswith("cuda") else "cpu")
-    return apply_overrides(preset(name), args.overrides)
+    recipe = apply_overrides(preset(name), args.overrides)
+    if recipe.variant not in VARIANTS:
+        raise ValueError(f"--set variant={recipe.variant}: unknown variant; use one of {', '.join(VARIANTS)}")
+    return recipe
 
 
 def run_data(args: argparse.Namespace, recipe: Recipe, log: Logger) -> Path:
@@ -107,7 +112,11 @@ def main(argv: Optional[list[str]] = None) -> int:
     if str(args.device).startswith("cuda"):
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-    recipe = build_recipe(args)
+    try:
+        recipe = build_recipe(args)
+    except ValueError as err:  # a bad --set: say which and why, not a traceback
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     (args.out / "recipe.json").write_text(json.dumps(recipe.to_dict(), indent=1) + "\n", encoding="utf-8")
     log = Logger(args.out)
     if args.stage == "install":

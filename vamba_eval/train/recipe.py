@@ -178,13 +178,32 @@ def apply_overrides(recipe: Recipe, items: list[str]) -> Recipe:
         target: Any = recipe
         *path, leaf = key.strip().split(".")
         for part in path:
-            target = getattr(target, part)
-        if not hasattr(target, leaf):
+            target = getattr(target, part, None)
+        if not dataclasses.is_dataclass(target) or not hasattr(target, leaf):
             raise ValueError(f"--set {item!r}: no recipe field {key!r}")
         current = getattr(target, leaf)
-        value = json.loads(raw) if not isinstance(current, str) else raw
-        setattr(target, leaf, type(current)(value) if current is not None else value)
+        setattr(target, leaf, _override_value(item, current, raw))
     return recipe
+
+
+def _override_value(item: str, current: Any, raw: str) -> Any:
+    """``raw`` as the type of the field's current value: JSON for everything but strings; a bool must be
+    true/false and an int a whole number (no silent ``bool("false")`` or truncated ``int(1.7)``)."""
+    if isinstance(current, str):
+        return raw
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        raise ValueError(f"--set {item!r}: {raw!r} is not a JSON value (numbers, true/false, lists)") from None
+    if current is None:
+        return value
+    kind = type(current)
+    ok = (isinstance(value, bool) if kind is bool else
+          isinstance(value, (int, float)) and not isinstance(value, bool) and (kind is float or value == int(value))
+          if kind in (int, float) else isinstance(value, kind))
+    if not ok:
+        raise ValueError(f"--set {item!r}: expected {kind.__name__} like the field's default {current!r}, got {raw}")
+    return kind(value)
 
 
 def qwen2vl_config(m: ModelRecipe, vocab_size: int, token_ids: dict[str, int]) -> dict[str, Any]:

@@ -254,6 +254,9 @@ def run_convert(out: Path, recipe: Recipe, log: Logger) -> Path:
     from vamba_eval.models.vamba.convert import VARIANTS, vamba_from_qwen2vl
 
     init, mixer = VARIANTS[recipe.variant]
+    if not (Path(out) / "teacher" / "config.json").is_file():
+        raise TrainSetupError(f"{Path(out) / 'teacher'}: no teacher checkpoint — run the `teacher` stage first, or "
+                              "copy a trained tiny Qwen2-VL there (e.g. vamba_eval/checkpoints/qwen2vl-tiny)")
     teacher = ckpt.load_qwen2vl(Path(out) / "teacher")
     model = vamba_from_qwen2vl(teacher, cross_attn_init=init, mixer=mixer, seed=recipe.seed,
                                mixer_overrides=mixer_overrides(recipe.model), cross_attn_rope=recipe.cross_attn_rope)
