@@ -33,7 +33,7 @@ from transformers import DynamicCache  # noqa: E402
 from vamba_eval.models.meta import materialize, params_on_meta  # noqa: E402
 from vamba_eval.models.vamba.backends import select_backend  # noqa: E402
 from vamba_eval.models.vamba.config import VambaConfig  # noqa: E402
-from vamba_eval.models.vamba.modeling import VambaForConditionalGeneration  # noqa: E402
+from vamba_eval.models.vamba.modeling import VambaForConditionalGeneration, auto_vit_chunk_frames  # noqa: E402
 from vamba_eval.models.vamba.tiny import VAMBA_7B  # noqa: E402
 
 H, W = 364, 644  # 640×360 rounded to multiples of 28
@@ -50,9 +50,11 @@ def versions() -> dict[str, str]:
     return out
 
 
-def build(backend: str | None, seed: int) -> VambaForConditionalGeneration:
+def build(backend: str | None, seed: int, keep_last_mixer: bool = False) -> VambaForConditionalGeneration:
     with params_on_meta():
         model = VambaForConditionalGeneration(VambaConfig.from_dict(VAMBA_7B))
+    if not keep_last_mixer:
+        model.release_unused_video_mixer()  # as the suite's adapter and `vamba-eval bench` do
     materialize(model, "cuda", torch.bfloat16)
     model.init_weights(seed)
     model.set_ssm_backend(select_backend(backend, torch.device("cuda")))
@@ -67,10 +69,21 @@ def prefill(model, frames: torch.Tensor, ids: torch.Tensor, chunk: int | None):
     return video, cache, logits
 
 
-def time_prefill(model, n_frames: int, chunk: int | None, repeats: int) -> dict:
+def time_prefill(model, n_frames: int, chunk: int | None, repeats: int, vit_chunk: int | None = None) -> dict:
     g = torch.Generator(device="cuda").manual_seed(n_frames)
     frames = torch.randint(0, 256, (n_frames, H, W, 3), dtype=torch.uint8, device="cuda", generator=g)
     ids = torch.randint(0, 150000, (1, TEXT_TOKENS), device="cuda", generator=g)
+    default_vit = model.vit_chunk_frames
+    model.vit_chunk_frames = vit_chunk or default_vit
+    try:
+        vit = model.vit_chunk_frames or auto_vit_chunk_frames(model.chunk_frames_for(n_frames, chunk))
+        return {**_time_prefill(model, frames, ids, chunk, repeats), "vit_chunk_frames": vit}
+    finally:
+        model.vit_chunk_frames = default_vit
+
+
+def _time_prefill(model, frames: torch.Tensor, ids: torch.Tensor, chunk: int | None, repeats: int) -> dict:
+    n_frames = frames.shape[0]
     times = []
     torch.cuda.synchronize()
     base = torch.cuda.memory_allocated()
@@ -83,12 +96,31 @@ def time_prefill(model, n_frames: int, chunk: int | None, repeats: int) -> dict:
         del cache, logits
         if _ < repeats - 1:
             del video
-    peak = torch.cuda.max_memory_allocated()
+    peak, reserved = torch.cuda.max_memory_allocated(), torch.cuda.max_memory_reserved()
     dec = decode_speed(model, video, ids)
-    return {"frames": n_frames, "video_tokens": video.num_tokens, "chunk_frames": chunk or model.chunk_frames,
-            "chunks": video.chunks, "prefill_s_median": statistics.median(times), "prefill_s_all": times,
-            "peak_alloc_gb": peak / 1e9, "peak_reserved_gb": torch.cuda.max_memory_reserved() / 1e9,
+    tokens, chunks = video.num_tokens, video.chunks
+    del video
+    return {"frames": n_frames, "video_tokens": tokens, "chunk_frames": model.chunk_frames_for(n_frames, chunk),
+            **phase_peaks(model, frames, ids, chunk),
+            "chunks": chunks, "prefill_s_median": statistics.median(times), "prefill_s_all": times,
+            "peak_alloc_gb": peak / 1e9, "peak_reserved_gb": reserved / 1e9,
             "frames_input_gb": frames.numel() / 1e9, "weights_gb": base / 1e9, **dec}
+
+
+def phase_peaks(model, frames: torch.Tensor, ids: torch.Tensor, chunk: int | None) -> dict:
+    """One more prefill: peak allocated GB of the video encode and of the text pass, and what is held between."""
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    video = model.encode_video(frames, chunk_frames=chunk)
+    torch.cuda.synchronize()
+    encode_peak, held = torch.cuda.max_memory_allocated(), torch.cuda.memory_allocated()
+    torch.cuda.reset_peak_memory_stats()
+    with torch.inference_mode():
+        model.text_step(ids, video, DynamicCache(), start=0)
+    torch.cuda.synchronize()
+    kv = sum(k.numel() * k.element_size() + v.numel() * v.element_size() for k, v in video.kv)
+    return {"peak_encode_gb": encode_peak / 1e9, "peak_text_gb": torch.cuda.max_memory_allocated() / 1e9,
+            "held_after_encode_gb": held / 1e9, "kv_cache_gb": kv / 1e9}
 
 
 def decode_speed(model, video, ids, new_tokens: int = 32) -> dict:
@@ -113,8 +145,9 @@ def profile(model, n_frames: int, out: Path) -> None:
         for _ in range(2):
             torch.cuda.synchronize()
             t0 = time.perf_counter()
-            for s0 in range(0, n_frames, model.chunk_frames):
-                px, grid = patchify(frames[s0:s0 + model.chunk_frames], vcfg.patch_size, vcfg.temporal_patch_size,
+            step = model.chunk_frames_for(n_frames)
+            for s0 in range(0, n_frames, step):
+                px, grid = patchify(frames[s0:s0 + step], vcfg.patch_size, vcfg.temporal_patch_size,
                                     vcfg.spatial_merge_size)
                 run_vision_tower(model.visual, px, grid.thw())
             torch.cuda.synchronize()
@@ -131,11 +164,12 @@ def profile(model, n_frames: int, out: Path) -> None:
 def run_plan(model, plan: list, env: dict, args) -> list[dict]:
     rows = []
     with open(args.out, "a") as fh:
-        for n, chunk in plan:
+        for n, chunk, vit in plan:
             try:
-                row = {**env, **time_prefill(model, n, chunk, args.repeats if n <= 256 else 2)}
+                row = {**env, **time_prefill(model, n, chunk, args.repeats if n <= 256 else 2, vit)}
             except torch.cuda.OutOfMemoryError as err:
-                row = {**env, "frames": n, "chunk_frames": chunk, "oom": str(err).splitlines()[0]}
+                row = {**env, "frames": n, "chunk_frames": chunk, "vit_chunk_frames": vit,
+                       "oom": str(err).splitlines()[0]}
             torch.cuda.empty_cache()
             rows.append(row)
             fh.write(json.dumps(row) + "\n")
@@ -144,11 +178,28 @@ def run_plan(model, plan: list, env: dict, args) -> list[dict]:
     return rows
 
 
+def make_plan(counts: list[int], args, points: str = "") -> list[tuple[int, int | None, int | None]]:
+    """(frames, chunk, vit chunk): each count with the defaults, the extra sizes at the largest count, then
+    ``points`` (comma list of FRAMES:CHUNK:VIT, empty fields = the default)."""
+    extra = [(counts[-1], int(c), None) for c in args.chunks.split(",") if c]
+    extra += [(counts[-1], None, int(v)) for v in args.vit_chunks.split(",") if v]
+    for point in filter(None, points.split(",")):
+        n, chunk, vit = (point.split(":") + ["", ""])[:3]
+        extra.append((int(n), int(chunk) if chunk else None, int(vit) if vit else None))
+    return [(n, None, None) for n in counts] + extra
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--frames", default="64,1024")
     ap.add_argument("--chunks", default="", help="extra chunk sizes to try at the largest frame count "
                     "(of --frames, and of --compile)")
+    ap.add_argument("--vit-chunks", default="", help="extra ViT piece sizes (frames) to try at the largest frame "
+                    "count (of --frames, and of --compile)")
+    ap.add_argument("--points", default="", help="extra compiled points: comma list of FRAMES:CHUNK:VIT (empty "
+                    "fields = the default), e.g. 256:64:64,1024::32")
+    ap.add_argument("--keep-last-mixer", action="store_true", help="allocate the last layer's video mixer, which "
+                    "the prefill never runs (the suite releases it)")
     ap.add_argument("--backend", default=None)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--out", type=Path, required=True)
@@ -174,12 +225,13 @@ def main() -> None:
         os.environ["VAMBA_EVAL_VIT_SDPA"] = args.sdpa  # the ViT sets its own backends (vision_sdpa_backends)
         env["sdpa"] = args.sdpa
     t0 = time.perf_counter()
-    model = build(args.backend, args.seed)
+    model = build(args.backend, args.seed, args.keep_last_mixer)
     env["backend"] = model.ssm_backend.name
     env["vit_sdpa"] = os.environ.get("VAMBA_EVAL_VIT_SDPA", "flash,efficient,math")
     env["vit_split_compile"] = os.environ.get("VAMBA_EVAL_VIT_SPLIT_COMPILE", "0")
     env["fused_ops"] = list(model.ssm_backend.fused)  # [] with VAMBA_EVAL_FUSED_OPS=0 or no triton
-    env["params"] = sum(p.numel() for p in model.parameters())
+    env["params"] = sum(p.numel() for p in model.parameters())  # allocated (without a released mixer)
+    env["weights_allocated_gb"] = torch.cuda.memory_allocated() / 1e9
     print(f"built VAMBA-7B ({env['params']:,} params) in {time.perf_counter() - t0:.1f}s, backend {env['backend']}",
           flush=True)
     time_prefill(model, 16, None, 1)  # warm-up: kernels, autotuning, allocator
@@ -190,7 +242,7 @@ def main() -> None:
         profile(model, args.profile, args.out)
         return
     frame_counts = [int(x) for x in args.frames.split(",") if x]
-    plan = [(n, None) for n in frame_counts] + [(frame_counts[-1], int(c)) for c in args.chunks.split(",") if c]
+    plan = make_plan(frame_counts, args)
     rows = run_plan(model, plan, {**env, "variant": "eager"}, args)
     if args.compile:
         t0 = time.perf_counter()
@@ -199,17 +251,20 @@ def main() -> None:
         time_prefill(model, 64, None, 1)  # compile (dynamic shapes) + warm-up
         print(f"torch.compile warm-up {time.perf_counter() - t0:.1f}s", flush=True)
         counts = [int(n) for n in args.compile.split(",")]
-        plan = [(n, None) for n in counts] + [(counts[-1], int(c)) for c in args.chunks.split(",") if c]
+        plan = make_plan(counts, args, args.points)
         rows += run_plan(model, plan, {**env, "variant": "compiled"}, args)
     print(f"\n{env['gpu']} · torch {env['versions'].get('torch')} · backend {env['backend']} "
           f"(fused ops: {', '.join(env['fused_ops']) or 'off'}) · {W}x{H} bf16")
-    print(f"{'variant':>9} {'frames':>7} {'tokens':>8} {'chunk':>6} {'prefill s':>10} {'peak GB':>8} {'decode tok/s':>13}")
+    print(f"{'variant':>9} {'frames':>7} {'tokens':>8} {'chunk':>6} {'vit':>4} {'prefill s':>10} {'peak GB':>8} "
+          f"{'encode/text GB':>15} {'decode tok/s':>13}")
     for r in rows:
         if "oom" in r:
             print(f"{r['variant']:>9} {r['frames']:>7} {'':>8} {str(r['chunk_frames']):>6}   OOM")
             continue
+        split = f"{r['peak_encode_gb']:.2f}/{r['peak_text_gb']:.2f}"
         print(f"{r['variant']:>9} {r['frames']:>7} {r['video_tokens']:>8} {r['chunk_frames']:>6} "
-              f"{r['prefill_s_median']:>10.2f} {r['peak_alloc_gb']:>8.1f} {r['decode_tok_per_s']:>13.1f}")
+              f"{r['vit_chunk_frames']:>4} {r['prefill_s_median']:>10.2f} {r['peak_alloc_gb']:>8.2f} {split:>15} "
+              f"{r['decode_tok_per_s']:>13.1f}")
 
 
 if __name__ == "__main__":

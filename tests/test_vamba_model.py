@@ -134,6 +134,93 @@ def test_last_layer_mixer_is_skipped(frames):
     assert calls == []
 
 
+def test_vit_pieces_equal_one_vit_pass(frames, ids):
+    """``vit_chunk_frames`` splits the ViT inside a streamed piece: same tokens, several ViT passes."""
+    model = tiny("mamba2")
+    from transformers import DynamicCache
+
+    outs, passes = [], []
+    for vit in (64, 2, 4):
+        model.vit_chunk_frames = vit
+        calls = []
+        handle = model.visual.merger.register_forward_hook(lambda *a: calls.append(1))
+        ctx = model.encode_video(frames, chunk_frames=8)
+        handle.remove()
+        with torch.inference_mode():
+            outs.append(model.text_step(ids, ctx, DynamicCache(), start=0, logits_to_keep=0))
+        passes.append(len(calls))
+    assert passes == [1, 4, 2]
+    assert rel(outs[1], outs[0]) < 1e-5 and rel(outs[2], outs[0]) < 1e-5
+    with torch.no_grad():
+        model.vit_chunk_frames = 3  # rounded down to the temporal patch (2 frames)
+        v_odd, grid = model.video_stream(frames[:7])  # 7 frames: the last repeated, as Qwen2-VL does
+        model.vit_chunk_frames = 64
+        v_one, grid_one = model.video_stream(frames[:7])
+    assert grid == grid_one and grid.t == 4
+    assert rel(v_odd, v_one) < 1e-5
+
+
+@pytest.mark.parametrize("total,expected", [(8, 8), (64, 64), (65, 32), (256, 32), (511, 32), (512, 64),
+                                            (1024, 64), (3600, 64)])
+def test_auto_chunk_keeps_pieces_small_next_to_the_video(total, expected):
+    from vamba_eval.models.vamba.modeling import auto_chunk_frames
+
+    assert auto_chunk_frames(total) == expected
+    model = tiny("mamba2")
+    assert model.chunk_frames_for(total) == expected
+    assert model.chunk_frames_for(total, 6) == 6  # an explicit chunk wins
+    model.chunk_frames = 32  # a fixed chunk past the stream threshold
+    assert model.chunk_frames_for(total) == (32 if total > 64 else total)
+
+
+@pytest.mark.parametrize("piece,expected", [(2, 8), (16, 8), (32, 16), (64, 32), (128, 32)])
+def test_auto_vit_piece_is_half_the_streamed_piece(piece, expected, frames):
+    from vamba_eval.models.vamba.modeling import auto_vit_chunk_frames
+
+    assert auto_vit_chunk_frames(piece) == expected
+    model = tiny("mamba2")
+    calls = []
+    model.visual.merger.register_forward_hook(lambda *a: calls.append(1))
+    model.encode_video(torch.cat([frames] * 4), chunk_frames=32)  # 32 frames, one piece: 2 ViT passes of 16
+    assert calls == [1, 1]
+
+
+def test_released_last_mixer_changes_nothing_but_memory(tmp_path, frames, ids):
+    from transformers import DynamicCache
+
+    model = tiny("mamba2")
+    with torch.no_grad():
+        ref = model(ids, frames)
+    before = model.encode_video(frames, chunk_frames=4)
+    n_params = sum(p.numel() for p in model.parameters())
+    released = model.release_unused_video_mixer()
+    assert released > 0 and sum(p.numel() for p in model.parameters()) == n_params - released
+    assert not any(k.startswith("model.layers.2.vision_mixer") for k in model.state_dict())
+    assert model.layers[1].vision_mixer is not None and model.release_unused_video_mixer() == 0
+    after = model.encode_video(frames, chunk_frames=4)
+    for (k0, v0), (k1, v1) in zip(before.kv, after.kv):
+        assert torch.equal(k0, k1) and torch.equal(v0, v1)
+    with torch.no_grad():
+        assert torch.equal(model(ids, frames), ref)
+    with torch.inference_mode():
+        out = model.text_step(ids, after, DynamicCache(), start=0, logits_to_keep=0)
+    assert rel(out, ref) < 1e-5
+    with pytest.raises(CheckpointError, match="load it again with from_pretrained"):
+        save_pretrained(model, tmp_path / "ckpt")
+    assert not (tmp_path / "ckpt").exists()
+
+
+def test_adapter_releases_the_unused_mixer_and_reports_the_stored_size():
+    from vamba_eval.models.base import ModelSpec, count_params
+    from vamba_eval.models.vamba_adapter import VambaAdapter
+
+    adapter = VambaAdapter(ModelSpec(name="vamba"))
+    assert adapter.model.layers[-1].vision_mixer is None and adapter.model.layers[0].vision_mixer is not None
+    desc = adapter.describe()
+    assert desc["params"] > count_params(adapter.model)  # the checkpoint's size, not what is left in memory
+    assert desc["chunk_frames"] == "auto" and desc["vit_chunk_frames"] == "auto"
+
+
 # --- alpha --------------------------------------------------------------------------------------
 def test_alpha_is_clamped(frames, ids):
     model = tiny("mamba2")

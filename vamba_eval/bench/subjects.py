@@ -102,6 +102,8 @@ class VambaSubject:
         self.raw, self.device, self.dtype = raw, device, dtype
         with params_on_meta():
             model = VambaForConditionalGeneration(VambaConfig.from_dict(raw))
+        self.params = count(list(model.parameters()))  # as released, before the unused mixer is dropped
+        model.release_unused_video_mixer()  # never allocated: its output is never read
         materialize(model, device, dtype)
         model.init_weights(seed)
         model.set_ssm_backend(select_backend(backend, device))
@@ -110,7 +112,6 @@ class VambaSubject:
         self.model = model.eval()
         self.backend = model.ssm_backend.name
         self.compiled = compile_video
-        self.params = count(list(model.parameters()))
         self._trainable: Optional[list[torch.nn.Parameter]] = None
         self.train_backend: Optional[Any] = None  # set when the inference backend cannot train
         self.train_note = ""

@@ -59,6 +59,8 @@ class VambaAdapter(ModelAdapter):
             self.model = from_pretrained(path, self.device, dtype)
             self.tokenizer = load_tokenizer(path)
             self.path_label = str(path)
+        self.params = count_params(self.model)  # as stored, before the unused mixer is released
+        self.model.release_unused_video_mixer()
         self.model.set_ssm_backend(select_backend(spec.ssm_backend, self.device))
         if spec.chunk_frames:
             self.model.chunk_frames = spec.chunk_frames
@@ -94,7 +96,8 @@ class VambaAdapter(ModelAdapter):
         cfg = self.model.config
         return {"name": self.name, "path": self.path_label, "untrained": self.untrained, "bundled": self.bundled,
                 "dtype": str(self.model.dtype).replace("torch.", ""), "device": str(self.device),
-                "params": count_params(self.model), "ssm_backend": self.model.ssm_backend.name,
+                "params": self.params, "ssm_backend": self.model.ssm_backend.name,
                 "mixer_type": cfg.mixer_type, "layers": cfg.num_layers, "hidden_size": cfg.hidden_size,
-                "stream_threshold_frames": self.model.stream_threshold, "chunk_frames": self.model.chunk_frames,
+                "stream_threshold_frames": self.model.stream_threshold, "chunk_frames": self.model.chunk_frames or "auto",
+                "vit_chunk_frames": self.model.vit_chunk_frames or "auto",
                 "compiled": self.spec.compile, "interleave_support": "prepended"}

@@ -115,6 +115,10 @@ def save_pretrained(model: VambaForConditionalGeneration, folder: Path, max_shar
     """Write config.json + safetensors shards (+ index when sharded) with the official key names."""
     from safetensors.torch import save_file
 
+    if getattr(model, "inference_only", False):
+        raise CheckpointError("this model was loaded for inference with the last layer's unused video mixer "
+                              "released (release_unused_video_mixer), so its checkpoint would lack those keys; "
+                              "load it again with from_pretrained (which keeps every weight) to save it")
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}

@@ -216,8 +216,10 @@ class Mamba2Mixer(_MixerBase):
         kernels = self._kernels(u.device)
         b, l, _ = u.shape
         h, p, g, n = self.nheads, self.headdim, self.ngroups, self.d_state
-        zxbcdt = self.in_proj(u)  # [b, l, 2*d_inner + 2*g*n + h]
-        z, xBC, dt = torch.split(zxbcdt, [self.d_inner, self.conv_dim, h], dim=-1)
+        # in_proj as three GEMMs over row slices of its weight (views): z is made only for the norm, so it and the
+        # conv's input are not held through the scan (the prefill's largest transient, ≈ 30 % less per token)
+        xBC = self._in_proj_rows(u, self.d_inner, self.conv_dim)  # [b, l, conv_dim]
+        dt = self._in_proj_rows(u, self.d_inner + self.conv_dim, h)  # [b, l, h]
         xBC, conv_state = self._conv(kernels, xBC, None if state is None else state.conv_state)
         x, B, C = torch.split(xBC, [self.d_inner, g * n, g * n], dim=-1)
         x = x.reshape(b, l, h, p)  # [b, l, d_inner] -> [b, l, h, p]
@@ -231,8 +233,14 @@ class Mamba2Mixer(_MixerBase):
         if _use_fused(kernels.mamba2_scan_fwd, x, dt, B, C, h0):
             scan = kernels.mamba2_scan_fwd  # forward-only SSD kernels reading B/C in place
         y, ssm_state = scan(x, dt, A, B, C, self.chunk_size, h0)
+        z = self._in_proj_rows(u, 0, self.d_inner)  # [b, l, d_inner]
         y = self._skip_and_norm(kernels, y, x, z, u.dtype)  # [b, l, d_inner]
         return self.out_proj(y), MixerState(conv_state, ssm_state)
+
+    def _in_proj_rows(self, u: Tensor, start: int, width: int) -> Tensor:
+        """Outputs ``start : start + width`` of ``in_proj(u)`` (z ‖ xBC ‖ dt) with one GEMM."""
+        w, bias = self.in_proj.weight, self.in_proj.bias
+        return F.linear(u, w[start:start + width], None if bias is None else bias[start:start + width])
 
     def _conv(
         self, kernels: SSMBackend, xBC: Tensor, conv_state: Tensor | None

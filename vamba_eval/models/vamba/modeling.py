@@ -32,9 +32,35 @@ from vamba_eval.models.vamba.vision import (VideoGrid, check_frames, encode_fram
 DEFAULT_STREAM_THRESHOLD = 64  # frames: stream past this many
 # "1": compile_video_path compiles the ViT block's two halves and runs its attention eagerly between them
 SPLIT_COMPILE_ENV = "VAMBA_EVAL_VIT_SPLIT_COMPILE"
-# 64 frames (9,568 tokens at 640×360) per streamed piece: 1,024 compiled frames on an H100 in 4.00 s vs 4.09 s with
-# 32, +0.5 GB (benchmarks/results/ssd_h100_2026-11-24/v2/prefill_chunks.jsonl)
+# The largest streamed piece, 64 frames (9,568 tokens at 640×360): 1,024 compiled frames on an H100 in 4.00 s vs
+# 4.09 s with 32, +0.5 GB (benchmarks/results/ssd_h100_2026-11-24/v2/prefill_chunks.jsonl)
 DEFAULT_CHUNK_FRAMES = 64
+MIN_AUTO_CHUNK_FRAMES = 32
+# A piece is at most 1/8 of the video, so that its transient activations stay small next to the K/V cache (which
+# grows with the video): up to 511 frames stream in 32-frame pieces, 512 and more in 64. Smaller pieces save little
+# more (≈ 0.1 GB at 256 frames: the carried SSM states and the ViT remain) and cost time — the host launches more,
+# smaller kernels: 256 frames in 1.5 s with 16-frame pieces vs 1.0 s with 32 (benchmarks/README.md).
+AUTO_CHUNK_PIECES = 8
+# Inside a streamed piece the ViT runs over half of it at a time, 8 to 32 frames (exact: it attends within 2-frame
+# slices): its activations (≈ 25 KB per patch at the MLP) would otherwise be the largest transient of the prefill.
+MIN_VIT_CHUNK_FRAMES, MAX_VIT_CHUNK_FRAMES = 8, 32
+
+
+def auto_chunk_frames(total: int, threshold: int = DEFAULT_STREAM_THRESHOLD, largest: int = DEFAULT_CHUNK_FRAMES,
+                      smallest: int = MIN_AUTO_CHUNK_FRAMES) -> int:
+    """Frames per streamed piece for a ``total``-frame video when none is set: all at once up to ``threshold``,
+    else the largest power of two in [``smallest``, ``largest``] that is ≤ total / AUTO_CHUNK_PIECES."""
+    if total <= threshold:
+        return total
+    chunk = smallest
+    while chunk * 2 <= min(largest, total // AUTO_CHUNK_PIECES):
+        chunk *= 2
+    return chunk
+
+
+def auto_vit_chunk_frames(piece_frames: int) -> int:
+    """Frames per ViT pass inside a streamed piece of ``piece_frames``: half of it, within [8, 32]."""
+    return max(MIN_VIT_CHUNK_FRAMES, min(MAX_VIT_CHUNK_FRAMES, piece_frames // 2))
 
 
 @dataclass
@@ -86,7 +112,9 @@ class VambaForConditionalGeneration(nn.Module):
         self.lm_head = nn.Linear(text_cfg.hidden_size, text_cfg.vocab_size, bias=False)
         self._block_fn = vision_block
         self.stream_threshold = DEFAULT_STREAM_THRESHOLD
-        self.chunk_frames = DEFAULT_CHUNK_FRAMES
+        self.chunk_frames: Optional[int] = None  # None: auto_chunk_frames per video
+        self.vit_chunk_frames: Optional[int] = None  # None: auto_vit_chunk_frames of the streamed piece
+        self.inference_only = False  # set by release_unused_video_mixer
         self.ssm_backend = backend or select_backend(None, torch.device("cpu"))
         self.set_ssm_backend(self.ssm_backend)
 
@@ -123,6 +151,18 @@ class VambaForConditionalGeneration(nn.Module):
         for block in self.mixer_blocks():
             block.forward = torch.compile(block.forward, dynamic=True, mode=mode)
 
+    def release_unused_video_mixer(self) -> int:
+        """Drop the last layer's video mixer, for inference: its output is never read (no later layer's
+        cross-attention sees it), so its weights (157 MB at 7B in bf16) need not be in memory. The model can
+        no longer be saved as a checkpoint (``save_pretrained`` refuses). Returns the parameters released."""
+        last = self.layers[-1]
+        if last.vision_mixer is None:
+            return 0
+        released = sum(p.numel() for p in last.vision_mixer.parameters())
+        last.vision_mixer = None
+        self.inference_only = True
+        return released
+
     def init_weights(self, seed: Optional[int] = None) -> None:
         """Random init: Qwen2-VL's normal(0, initializer_range) for the LLM, mamba init for mixers."""
         from vamba_eval.models.vamba.init import init_vamba_weights
@@ -130,22 +170,43 @@ class VambaForConditionalGeneration(nn.Module):
         init_vamba_weights(self, seed)
 
     # --- video stream --------------------------------------------------------------------
-    def _vision_tokens(self, frames: torch.Tensor) -> tuple[torch.Tensor, VideoGrid]:
+    def _vision_tokens(self, frames: torch.Tensor, vit_frames: int) -> tuple[torch.Tensor, VideoGrid]:
+        """Frames (a multiple of the temporal patch) → merged tokens [1, m, d], ``vit_frames`` at a time."""
         vcfg = self.hf_config.vision_config
-        pixels, grid = patchify(frames.to(self.device, non_blocking=True), vcfg.patch_size,
-                                vcfg.temporal_patch_size, vcfg.spatial_merge_size)
-        tokens = encode_frames(self.visual, pixels, grid, self._block_fn)  # [m, d]
-        return tokens.unsqueeze(0).to(self.dtype), grid  # [1, m, d]
+        temporal = vcfg.temporal_patch_size
+        step = max(temporal, vit_frames - vit_frames % temporal)
+        vit_dtype = self.visual.patch_embed.proj.weight.dtype
+        pieces, grid = [], None
+        for f0 in range(0, frames.shape[0], step):
+            pixels, grid = patchify(frames[f0:f0 + step].to(self.device, non_blocking=True), vcfg.patch_size,
+                                    temporal, vcfg.spatial_merge_size)
+            pixels = pixels.to(vit_dtype)  # what the patch embedding casts to; the fp32 copy is not kept
+            pieces.append(encode_frames(self.visual, pixels, grid, self._block_fn))  # [m_piece, d]
+            del pixels
+        assert grid is not None
+        tokens = pieces[0] if len(pieces) == 1 else torch.cat(pieces)  # [m, d]
+        full = VideoGrid(frames.shape[0] // temporal, grid.h, grid.w, grid.merge)
+        return tokens.unsqueeze(0).to(self.dtype), full  # [1, m, d]
 
     def _video_rope(self, v: torch.Tensor, grid: VideoGrid, t0: int, t1: int) -> Optional[KV]:
         if not self.config.vamba.cross_attn_use_position_embeddings:
             return None
         return self.model.rotary_emb(v, video_positions(grid, t0, t1, v.device))
 
+    def chunk_frames_for(self, total_frames: int, chunk_frames: Optional[int] = None) -> int:
+        """Frames per streamed piece: ``chunk_frames``, else the model's ``chunk_frames`` past the stream
+        threshold, else ``auto_chunk_frames``."""
+        if chunk_frames is not None:
+            return chunk_frames
+        if total_frames <= self.stream_threshold:
+            return total_frames
+        if self.chunk_frames is not None:
+            return self.chunk_frames
+        return auto_chunk_frames(total_frames, self.stream_threshold)
+
     def _chunk_slices(self, total_frames: int, chunk_frames: Optional[int]) -> int:
         temporal = self.hf_config.vision_config.temporal_patch_size
-        if chunk_frames is None:
-            chunk_frames = self.chunk_frames if total_frames > self.stream_threshold else total_frames
+        chunk_frames = self.chunk_frames_for(total_frames, chunk_frames)
         if chunk_frames < 1:
             raise ValueError(f"chunk_frames must be ≥ 1, got {chunk_frames}")
         return max(1, chunk_frames // temporal)
@@ -167,9 +228,11 @@ class VambaForConditionalGeneration(nn.Module):
         kv_bufs: list[KV] = []
         states: list[Optional[MixerState]] = [None] * len(self.layers)
         t_start, written, chunks, grid = time.perf_counter(), 0, 0, None
+        vit_frames = self.vit_chunk_frames or auto_vit_chunk_frames(per_chunk * vcfg.temporal_patch_size)
         for s0 in range(0, n_slices, per_chunk):
             s1 = min(n_slices, s0 + per_chunk)
-            v, grid = self._vision_tokens(frames[s0 * vcfg.temporal_patch_size: s1 * vcfg.temporal_patch_size])
+            v, grid = self._vision_tokens(frames[s0 * vcfg.temporal_patch_size: s1 * vcfg.temporal_patch_size],
+                                          vit_frames)
             if not kv_bufs:
                 kv_bufs = self._alloc_kv(n_slices * grid.tokens_per_slice)
             rope = self._video_rope(v, grid, s0, s1)
@@ -243,7 +306,8 @@ class VambaForConditionalGeneration(nn.Module):
         vcfg = self.hf_config.vision_config
         frames = torch.as_tensor(frames)
         check_frames(frames, vcfg.patch_size, vcfg.spatial_merge_size)
-        return self._vision_tokens(pad_temporal(frames, vcfg.temporal_patch_size))
+        frames = pad_temporal(frames, vcfg.temporal_patch_size)
+        return self._vision_tokens(frames, self.vit_chunk_frames or frames.shape[0])
 
     def forward(self, input_ids: torch.Tensor, frames: torch.Tensor, logits_to_keep: int = 0) -> torch.Tensor:
         """Unstreamed reference: both streams layer by layer in the official order → logits [b, n, V]."""
