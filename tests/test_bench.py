@@ -224,6 +224,28 @@ def test_oom_reports_frame_limit_and_sweep_continues(tmp_path: Path) -> None:
     assert "largest that fitted: 4" in html and ">OOM<" in html
 
 
+def test_warm_each_point_runs_one_untimed_prefill_first(tmp_path: Path, monkeypatch) -> None:
+    from vamba_eval.bench import subjects
+
+    calls: list[int] = []
+    real = subjects.VambaSubject.prefill
+
+    def counting(self, frames, prompt, variant):
+        calls.append(int(frames.shape[0]))
+        return real(self, frames, prompt, variant)
+
+    monkeypatch.setattr(subjects.VambaSubject, "prefill", counting)
+    opts = BenchOptions(models=("vamba",), frames=(2, 4), modes=("prefill",), resolution=(112, 56), size="tiny",
+                        device="cpu", repeats=2, text_tokens=8, phases=False, warm_each_point=True)
+    rows = run_sweep(opts, tmp_path / "bench.jsonl", echo=lambda s: None)
+    assert [(r["frames"], r["untimed_warmup_runs"], len(r["time_s_all"])) for r in rows] == [(2, 1, 2), (4, 1, 2)]
+    assert calls == [2, 2, 2, 2, 4, 4, 4]  # sweep warm-up at the smallest count, then 1 untimed + 2 timed per point
+    calls.clear()
+    rows = run_sweep(BenchOptions(**{**opts.__dict__, "warm_each_point": None}), tmp_path / "b2.jsonl",
+                     echo=lambda s: None)
+    assert [r["untimed_warmup_runs"] for r in rows] == [0, 0] and calls == [2, 2, 2, 4, 4]  # eager: no extra run
+
+
 # --------------------------------------------------------------------------- page and CLI
 
 
