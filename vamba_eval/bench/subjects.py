@@ -7,7 +7,8 @@ code paths:
   decode = ``generate`` (greedy) against the cached K/V; train = one stage-1 step (only cross_attn,
   vision_mixer and α trainable, ``train.stages.set_trainable``), per-layer gradient checkpointing,
   the LM loss of ``train.forward`` on the last few prompt tokens, then a plain SGD update (no
-  optimizer state: the paper shards AdamW's over 8 GPUs with ZeRO-3).
+  optimizer state: the paper shards AdamW's over 8 GPUs with ZeRO-3). The mixers' scans over more than
+  ``scan_pieces.PIECE_TOKENS`` tokens run in checkpointed pieces (``Mamba2Mixer.scan_piece_tokens``).
 - Qwen2-VL: see :mod:`vamba_eval.bench.qwen_subject`.
 """
 
@@ -23,6 +24,7 @@ from vamba_eval.models.meta import materialize, params_on_meta
 from vamba_eval.train.batches import IGNORE
 
 SGD_LR = 1e-7
+TRAIN_VIT_FRAMES = 32  # the prefill's largest ViT pass; the frozen ViT's activations are not kept
 
 
 @dataclass(frozen=True)
@@ -176,17 +178,14 @@ class VambaSubject:
 
     def _train_step(self, frames: torch.Tensor, prompt: Prompt, n_loss: int) -> dict[str, Any]:
         """Stage-1 step: forward of ``train.forward.student_logits`` with each layer checkpointed."""
-        from vamba_eval.models.vamba.vision import encode_frames, patchify
         from vamba_eval.train.forward import lm_loss
 
         model, params = self.model, self.trainable()
         model.train()
         try:
-            vcfg = model.hf_config.vision_config
             ids = prompt.ids()
-            pixels, grid = patchify(frames, vcfg.patch_size, vcfg.temporal_patch_size, vcfg.spatial_merge_size)
-            with torch.no_grad():  # the ViT is frozen in stage 1
-                v = encode_frames(model.visual, pixels, grid, model._block_fn).unsqueeze(0).to(self.dtype)  # [1, M, d]
+            with torch.no_grad():  # the ViT is frozen in stage 1; it runs over TRAIN_VIT_FRAMES at a time
+                v, grid = model.video_stream(frames, vit_frames=TRAIN_VIT_FRAMES)  # [1, M, d]
             h = model.model.embed_tokens(ids)  # [1, n, d]
             pe, q_rope = model._text_rope(h, 0)
             v_rope = model._video_rope(v, grid, 0, grid.t)  # None unless cross_attn_use_position_embeddings

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vamba_eval.models.vamba.backends import SSMBackend, select_backend
+from vamba_eval.models.vamba.scan_pieces import PIECE_TOKENS, needs_pieces, scan_in_pieces
 
 
 @dataclass
@@ -163,6 +164,7 @@ class Mamba2Mixer(_MixerBase):
         self.A_init_range, self.dt_limit = tuple(A_init_range), tuple(dt_limit)
         self.dt_min, self.dt_max, self.dt_init_floor = dt_min, dt_max, dt_init_floor
         self.chunk_size, self.layer_idx, self.backend = chunk_size, layer_idx, backend
+        self.scan_piece_tokens = PIECE_TOKENS  # training scans longer than this run in checkpointed pieces
         self.conv_dim = self.d_inner + 2 * ngroups * d_state
 
         d_in_proj = 2 * self.d_inner + 2 * ngroups * d_state + self.nheads  # z, x, B, C, dt
@@ -232,7 +234,10 @@ class Mamba2Mixer(_MixerBase):
         scan = kernels.mamba2_scan
         if _use_fused(kernels.mamba2_scan_fwd, x, dt, B, C, h0):
             scan = kernels.mamba2_scan_fwd  # forward-only SSD kernels reading B/C in place
-        y, ssm_state = scan(x, dt, A, B, C, self.chunk_size, h0)
+        if needs_pieces(l, self.scan_piece_tokens, x, dt, B, C, h0):  # training on long inputs: bounded memory
+            y, ssm_state = scan_in_pieces(scan, x, dt, A, B, C, self.chunk_size, h0, self.scan_piece_tokens)
+        else:
+            y, ssm_state = scan(x, dt, A, B, C, self.chunk_size, h0)
         z = self._in_proj_rows(u, 0, self.d_inner)  # [b, l, d_inner]
         y = self._skip_and_norm(kernels, y, x, z, u.dtype)  # [b, l, d_inner]
         return self.out_proj(y), MixerState(conv_state, ssm_state)

@@ -301,13 +301,14 @@ class VambaForConditionalGeneration(nn.Module):
             torch.cuda.synchronize(self.device)
 
     # --- reference forward ---------------------------------------------------------------
-    def video_stream(self, frames: torch.Tensor) -> tuple[torch.Tensor, VideoGrid]:
-        """The layer-0 video stream [1, M, d] for all frames at once (no streaming)."""
+    def video_stream(self, frames: torch.Tensor, vit_frames: Optional[int] = None) -> tuple[torch.Tensor, VideoGrid]:
+        """The layer-0 video stream [1, M, d] for all frames (no streaming through the layers); the ViT runs over
+        ``vit_frames`` (default: the model's ``vit_chunk_frames``, else all) at a time."""
         vcfg = self.hf_config.vision_config
         frames = torch.as_tensor(frames)
         check_frames(frames, vcfg.patch_size, vcfg.spatial_merge_size)
         frames = pad_temporal(frames, vcfg.temporal_patch_size)
-        return self._vision_tokens(frames, self.vit_chunk_frames or frames.shape[0])
+        return self._vision_tokens(frames, vit_frames or self.vit_chunk_frames or frames.shape[0])
 
     def forward(self, input_ids: torch.Tensor, frames: torch.Tensor, logits_to_keep: int = 0) -> torch.Tensor:
         """Unstreamed reference: both streams layer by layer in the official order → logits [b, n, V]."""
