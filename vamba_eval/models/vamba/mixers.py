@@ -392,12 +392,8 @@ class MambaBlock(nn.Module):
         """u [b, l, d_model] → (u + mixer(norm(u)), new mixer state); in checkpointed pieces when training
         on more than ``piece_tokens`` tokens (same result: the state passes from piece to piece)."""
         if needs_pieces(u.shape[1], self.piece_tokens, itertools.chain((u,), self.parameters())):
-            return self._in_pieces(u, state)
+            return run_in_pieces(self._step, u, state, self.piece_tokens)
         return self._step(u, state)
-
-    @torch.compiler.disable  # eager even inside a compiled forward: traced, the pieces' checkpoints kept more
-    def _in_pieces(self, u: Tensor, state: MixerState | None) -> tuple[Tensor, MixerState]:
-        return run_in_pieces(self._step, u, state, self.piece_tokens)
 
     def _step(self, u: Tensor, state: MixerState | None) -> tuple[Tensor, MixerState]:
         out, state = self.mixer(self.norm(u), state)
