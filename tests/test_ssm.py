@@ -518,7 +518,7 @@ def test_mamba2_mixer_fla_bf16_7b_width_streaming():
     assert rel(y, y_ref) < 2e-2 and rel(state.ssm_state, state_ref.ssm_state) < 2e-2
 
 
-# --- training over long inputs in checkpointed pieces -------------------------------------------
+# --- training scans in checkpointed pieces -----------------------------------------------------
 def _scan_inputs(seed: int, length: int = 100, h: int = 4, p: int = 8, g: int = 2, n: int = 16):
     gen = torch.Generator().manual_seed(seed)
     x = torch.randn(1, length, h, p, generator=gen, dtype=torch.float64)
@@ -531,61 +531,53 @@ def _scan_inputs(seed: int, length: int = 100, h: int = 4, p: int = 8, g: int = 
 
 
 @pytest.mark.parametrize("with_state", [False, True])
-def test_run_in_pieces_equals_one_run_values_and_gradients(with_state):
-    """A stateful function (the SSD scan over x‖dt‖B‖C) in 32-token checkpointed pieces: same y, state, grads."""
-    from vamba_eval.models.vamba.scan_pieces import needs_pieces, run_in_pieces
+def test_scan_in_pieces_equals_one_scan_values_and_gradients(with_state):
+    from vamba_eval.models.vamba.scan_pieces import needs_pieces, scan_in_pieces
 
     results = []
     for pieces in (False, True):
         x, dt, A, B, C, h0 = _scan_inputs(3)
         h0 = h0 if with_state else None
-        packed = torch.cat([x.flatten(2), dt, B.flatten(2), C.flatten(2)], dim=-1)  # [1, l, h·p + h + 2·g·n]
-
-        def scan(u, state):
-            xs, dts, bs, cs = u.split([32, 4, 32, 32], dim=-1)
-            return ssm_ref.ssd_chunked(xs.unflatten(-1, (4, 8)), dts, A, bs.unflatten(-1, (2, 16)),
-                                       cs.unflatten(-1, (2, 16)), 16, state)
-
-        y, final = run_in_pieces(scan, packed, h0, piece=32) if pieces else scan(packed, h0)  # 32+32+32+4
+        if pieces:
+            y, final = scan_in_pieces(ssm_ref.ssd_chunked, x, dt, A, B, C, 16, h0, piece=32)  # 32+32+32+4
+        else:
+            y, final = ssm_ref.ssd_chunked(x, dt, A, B, C, 16, h0)
         gen = torch.Generator().manual_seed(9)
         loss = (y * torch.randn(y.shape, generator=gen, dtype=y.dtype)).sum() + final.square().sum()
         leaves = [x, dt, A, B, C] + ([h0] if with_state else [])
         results.append([y.detach(), final.detach(), *torch.autograd.grad(loss, leaves)])
     for whole, cut in zip(*results):
         assert rel(cut, whole) < 1e-12
-    assert needs_pieces(100, 32, [x]) and not needs_pieces(32, 32, [x]) and not needs_pieces(100, 32, [x.detach()])
+    assert needs_pieces(100, 32, x) and not needs_pieces(32, 32, x) and not needs_pieces(100, 32, x.detach())
     with torch.no_grad():
-        assert not needs_pieces(100, 32, [x])
+        assert not needs_pieces(100, 32, x)
 
 
-def test_mamba_block_trains_in_pieces_with_the_same_gradients(monkeypatch):
+def test_mixer_trains_through_scan_pieces_with_the_same_gradients(monkeypatch):
     from vamba_eval.models.vamba import mixers, scan_pieces
 
     used: list[int] = []
 
-    def spy(fn, u, state=None, piece=scan_pieces.PIECE_TOKENS):
-        used.append(piece)
-        return scan_pieces.run_in_pieces(fn, u, state, piece)
+    def spy(*args, **kwargs):
+        used.append(kwargs.get("piece", args[-1]))
+        return scan_pieces.scan_in_pieces(*args, **kwargs)
 
-    monkeypatch.setattr(mixers, "run_in_pieces", spy)
+    monkeypatch.setattr(mixers, "scan_in_pieces", spy)
     torch.manual_seed(0)
     mixer = Mamba2Mixer(d_model=32, d_state=16, headdim=8, expand=2, chunk_size=16,
                         backend=select_backend("torch", torch.device("cpu")))
-    block = MambaBlock(mixer, 32).double()
+    mixer = mixer.double()
     u = torch.randn(1, 90, 32, dtype=torch.float64)
     grads, outs = [], []
     for piece in (10_000, 32):
-        block.zero_grad()
-        block.piece_tokens = piece
-        out, state = block(u)
-        (out.square().sum() + state.ssm_state.sum() + state.conv_state.sum()).backward()
+        mixer.zero_grad()
+        mixer.scan_piece_tokens = piece
+        out, state = mixer(u)
+        (out.square().sum() + state.ssm_state.sum()).backward()
         outs.append(out.detach())
-        grads.append({k: p.grad.clone() for k, p in block.named_parameters()})
-    assert used == [32]  # the second pass ran in pieces, the first in one run
-    assert rel(outs[1], outs[0]) < 1e-6  # fp32 rounding: the mixer keeps dt and A in fp32 (as mamba_ssm)
+        grads.append({k: p.grad.clone() for k, p in mixer.named_parameters()})
+    assert used == [32]  # the second pass ran in pieces, the first in one scan
+    assert rel(outs[1], outs[0]) < 1e-12
     assert grads[0].keys() == grads[1].keys()
     for k in grads[0]:
-        assert rel(grads[1][k], grads[0][k]) < 1e-6, k
-    with torch.no_grad():
-        block(u)
-    assert used == [32]  # no pieces without a backward
+        assert rel(grads[1][k], grads[0][k]) < 1e-6, k  # the mixer keeps dt and A in fp32 (as mamba_ssm)

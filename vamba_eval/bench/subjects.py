@@ -7,8 +7,8 @@ code paths:
   decode = ``generate`` (greedy) against the cached K/V; train = one stage-1 step (only cross_attn,
   vision_mixer and α trainable, ``train.stages.set_trainable``), per-layer gradient checkpointing,
   the LM loss of ``train.forward`` on the last few prompt tokens, then a plain SGD update (no
-  optimizer state: the paper shards AdamW's over 8 GPUs with ZeRO-3). The Mamba blocks run inputs of more
-  than ``scan_pieces.PIECE_TOKENS`` tokens in checkpointed pieces (``MambaBlock.piece_tokens``).
+  optimizer state: the paper shards AdamW's over 8 GPUs with ZeRO-3). The mixers' scans over more than
+  ``scan_pieces.PIECE_TOKENS`` tokens run in checkpointed pieces (``Mamba2Mixer.scan_piece_tokens``).
 - Qwen2-VL: see :mod:`vamba_eval.bench.qwen_subject`.
 """
 

@@ -9,7 +9,6 @@ as one pass (the basis of streaming prefill).
 
 from __future__ import annotations
 
-import itertools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,7 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vamba_eval.models.vamba.backends import SSMBackend, select_backend
-from vamba_eval.models.vamba.scan_pieces import PIECE_TOKENS, needs_pieces, run_in_pieces
+from vamba_eval.models.vamba.scan_pieces import PIECE_TOKENS, needs_pieces, scan_in_pieces
 
 
 @dataclass
@@ -165,6 +164,7 @@ class Mamba2Mixer(_MixerBase):
         self.A_init_range, self.dt_limit = tuple(A_init_range), tuple(dt_limit)
         self.dt_min, self.dt_max, self.dt_init_floor = dt_min, dt_max, dt_init_floor
         self.chunk_size, self.layer_idx, self.backend = chunk_size, layer_idx, backend
+        self.scan_piece_tokens = PIECE_TOKENS  # training scans longer than this run in checkpointed pieces
         self.conv_dim = self.d_inner + 2 * ngroups * d_state
 
         d_in_proj = 2 * self.d_inner + 2 * ngroups * d_state + self.nheads  # z, x, B, C, dt
@@ -234,7 +234,10 @@ class Mamba2Mixer(_MixerBase):
         scan = kernels.mamba2_scan
         if _use_fused(kernels.mamba2_scan_fwd, x, dt, B, C, h0):
             scan = kernels.mamba2_scan_fwd  # forward-only SSD kernels reading B/C in place
-        y, ssm_state = scan(x, dt, A, B, C, self.chunk_size, h0)
+        if needs_pieces(l, self.scan_piece_tokens, x, dt, B, C, h0):  # training on long inputs: bounded memory
+            y, ssm_state = scan_in_pieces(scan, x, dt, A, B, C, self.chunk_size, h0, self.scan_piece_tokens)
+        else:
+            y, ssm_state = scan(x, dt, A, B, C, self.chunk_size, h0)
         z = self._in_proj_rows(u, 0, self.d_inner)  # [b, l, d_inner]
         y = self._skip_and_norm(kernels, y, x, z, u.dtype)  # [b, l, d_inner]
         return self.out_proj(y), MixerState(conv_state, ssm_state)
@@ -381,7 +384,6 @@ class MambaBlock(nn.Module):
         w = mixer.out_proj.weight
         self.norm = RMSNorm(d_model, eps=norm_eps, device=w.device, dtype=w.dtype)
         self.mixer = mixer
-        self.piece_tokens = PIECE_TOKENS  # a training input longer than this runs in checkpointed pieces
 
     def reset_parameters(self) -> None:
         """Re-initialise norm and mixer (e.g. after ``to_empty``)."""
@@ -389,13 +391,7 @@ class MambaBlock(nn.Module):
         self.mixer.reset_parameters()
 
     def forward(self, u: Tensor, state: MixerState | None = None) -> tuple[Tensor, MixerState]:
-        """u [b, l, d_model] → (u + mixer(norm(u)), new mixer state); in checkpointed pieces when training
-        on more than ``piece_tokens`` tokens (same result: the state passes from piece to piece)."""
-        if needs_pieces(u.shape[1], self.piece_tokens, itertools.chain((u,), self.parameters())):
-            return run_in_pieces(self._step, u, state, self.piece_tokens)
-        return self._step(u, state)
-
-    def _step(self, u: Tensor, state: MixerState | None) -> tuple[Tensor, MixerState]:
+        """u [b, l, d_model] → (u + mixer(norm(u)), new mixer state)."""
         out, state = self.mixer(self.norm(u), state)
         return u + out, state
 
