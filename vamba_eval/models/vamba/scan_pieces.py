@@ -22,8 +22,9 @@ Scan = Callable[..., tuple[Tensor, Tensor]]
 
 
 def needs_pieces(length: int, piece: int, *tensors: Optional[Tensor]) -> bool:
-    """Pieces pay off only when a backward will run through a scan longer than one piece."""
-    return length > piece and torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+    """Pieces pay off only when a backward will run through a scan longer than one piece (grad mode is read
+    first: in inference, compiled or not, nothing else is looked at)."""
+    return torch.is_grad_enabled() and length > piece and any(t is not None and t.requires_grad for t in tensors)
 
 
 def scan_in_pieces(scan: Scan, x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, chunk_size: int,
