@@ -97,6 +97,8 @@ def test_sweep_rows_complete_and_sane(cli_run: dict[str, Any]) -> None:
     assert keys == expected and len(rows) == len(expected)
     for r in rows:
         assert r["status"] == "ok", r
+        streamed = r["model"] == "vamba" and r["mode"] != "train"  # 2 and 4 frames: one piece, one ViT pass
+        assert (r.get("chunk_frames"), r.get("vit_chunk_frames")) == ((r["frames"], 8) if streamed else (None, None))
         assert r["schema"] == "vamba-eval-bench/1" and r["size"] == "tiny" and r["dtype"] == "float32"
         assert r["gpu"].startswith("cpu") and "torch" in r["versions"] and "transformers" in r["versions"]
         assert r["date"] and "git_sha" in r and r["ceiling_tflops"] > 0
@@ -244,6 +246,14 @@ def test_warm_each_point_runs_one_untimed_prefill_first(tmp_path: Path, monkeypa
     rows = run_sweep(BenchOptions(**{**opts.__dict__, "warm_each_point": None}), tmp_path / "b2.jsonl",
                      echo=lambda s: None)
     assert [r["untimed_warmup_runs"] for r in rows] == [0, 0] and calls == [2, 2, 2, 4, 4]  # eager: no extra run
+
+
+def test_chunk_frames_reaches_the_model_and_the_rows(tmp_path: Path) -> None:
+    opts = BenchOptions(models=("vamba",), frames=(8,), modes=("prefill",), resolution=(112, 56), size="tiny",
+                        device="cpu", repeats=1, text_tokens=8, chunk_frames=2)
+    (row,) = run_sweep(opts, tmp_path / "bench.jsonl", echo=lambda s: None)
+    assert row["status"] == "ok" and row["chunk_frames"] == 2 and row["vit_chunk_frames"] == 8
+    assert row["phase_s"]["chunks"] == 4  # 8 frames streamed 2 at a time
 
 
 # --------------------------------------------------------------------------- page and CLI

@@ -169,8 +169,8 @@ def test_auto_chunk_keeps_pieces_small_next_to_the_video(total, expected):
     model = tiny("mamba2")
     assert model.chunk_frames_for(total) == expected
     assert model.chunk_frames_for(total, 6) == 6  # an explicit chunk wins
-    model.chunk_frames = 32  # a fixed chunk past the stream threshold
-    assert model.chunk_frames_for(total) == (32 if total > 64 else total)
+    model.chunk_frames = 32  # a fixed chunk (--chunk-frames), at every length
+    assert model.chunk_frames_for(total) == 32
 
 
 @pytest.mark.parametrize("piece,expected", [(2, 8), (16, 8), (32, 16), (64, 32), (128, 32)])

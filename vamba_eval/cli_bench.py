@@ -91,6 +91,9 @@ def bench_cmd(
     budget_s: Optional[float] = typer.Option(None, "--budget-s", help="Start no new point after this many seconds "
                                              "(for wall-clock-limited machines); later points are recorded as skipped."),
     point_budget_s: float = typer.Option(30.0, "--point-budget-s", help="Stop repeating a point after this many seconds."),
+    chunk_frames: Optional[int] = typer.Option(None, "--chunk-frames", min=1, help="VAMBA: frames per streamed "
+                                               "piece (default: 32 below 512 frames, 64 from 512; smaller saves "
+                                               "memory, costs time). Rows record the piece used."),
     render: Optional[str] = typer.Option(None, "--render", help="Only re-render the page from these JSONL files "
                                          "(comma list); writes bench.html into --out or beside the first file."),
 ) -> None:
@@ -99,7 +102,7 @@ def bench_cmd(
         typer.echo(str(render_only([Path(p) for p in _csv(render, "render")], out)))
         return
     opts = _options(models, frames, mode, resolution, size, device, dtype, repeats, backend, compile_video,
-                    text_tokens, decode_tokens, paper_baseline, budget_s, point_budget_s)
+                    text_tokens, decode_tokens, paper_baseline, budget_s, point_budget_s, chunk_frames)
     folder = out or Path("runs") / "bench"
     rows = _run(opts, folder / JSONL)
     render_only([folder / JSONL], folder)
@@ -110,7 +113,8 @@ def bench_cmd(
 
 def _options(models: str, frames: str, mode: str, resolution: str, size: str, device: Optional[str],
              dtype: Optional[str], repeats: int, backend: str, compile_video: bool, text_tokens: int,
-             decode_tokens: int, paper_baseline: bool, budget_s: Optional[float], point_budget_s: float) -> "BenchOptions":
+             decode_tokens: int, paper_baseline: bool, budget_s: Optional[float], point_budget_s: float,
+             chunk_frames: Optional[int] = None) -> "BenchOptions":
     import torch
 
     from vamba_eval.bench.runner import MODELS, MODES, SIZES, BenchOptions
@@ -126,7 +130,8 @@ def _options(models: str, frames: str, mode: str, resolution: str, size: str, de
     return BenchOptions(models=tuple(names), frames=_ints(frames, "frames"), modes=tuple(modes),
                         resolution=_resolution(resolution), size=size, device=device, dtype=dtype, repeats=repeats,
                         backend=backend, compile=compile_video, text_tokens=text_tokens, decode_tokens=decode_tokens,
-                        paper_baseline=paper_baseline, budget_s=budget_s, point_budget_s=point_budget_s)
+                        paper_baseline=paper_baseline, budget_s=budget_s, point_budget_s=point_budget_s,
+                        chunk_frames=chunk_frames)
 
 
 def _run(opts: "BenchOptions", jsonl: Path) -> list[dict]:

@@ -75,6 +75,9 @@ class QwenSubject:
         self.backend = None
         self._trainable: list[torch.nn.Parameter] | None = None
 
+    def stream_info(self, frames: int) -> dict[str, int]:
+        return {}  # the whole video in one forward
+
     def variants(self, mode: str) -> list[str]:
         return ["sdpa", "paper"] if mode == "prefill" and self.paper_variant else ["sdpa"]
 

@@ -67,6 +67,7 @@ class BenchOptions:
     # one untimed prefill before each point's timed ones (default: with compile, where a new frame count can
     # recompile — e.g. the last, shorter streamed piece of 3,600 frames — and a median of two would include it)
     warm_each_point: Optional[bool] = None
+    chunk_frames: Optional[int] = None  # VAMBA's streamed piece (frames); None: the model's auto_chunk_frames
     fault_hook: Optional[Callable[[Point], None]] = field(default=None, repr=False)  # tests: simulate faults
 
 
@@ -93,7 +94,7 @@ def build_subject(name: str, raw: dict[str, Any], opts: BenchOptions, device: to
     if name == "vamba":
         from vamba_eval.bench.subjects import VambaSubject
 
-        return VambaSubject(raw, device, dtype, opts.backend, opts.compile, opts.seed)
+        return VambaSubject(raw, device, dtype, opts.backend, opts.compile, opts.seed, opts.chunk_frames)
     if name == "qwen2vl":
         from vamba_eval.bench.qwen_subject import QwenSubject
 
@@ -232,6 +233,8 @@ class Sweep:
                 if self.opts.fault_hook is not None:
                     self.opts.fault_hook(point)
                 row.update(self._measure(subject, point, frames, prompt, state))
+            if point.mode != "train":  # how the prefill streamed (the train step runs every frame at once)
+                row.update(subject.stream_info(point.frames))
             row.update(status="ok", peak_alloc_gb=mem.allocated_gb, peak_reserved_gb=mem.reserved_gb)
             if point.mode == "prefill" and subject.name == "vamba" and self.opts.phases:
                 row["phase_s"] = self._phases(subject, frames, prompt, state)

@@ -96,7 +96,7 @@ class VambaSubject:
     name = "vamba"
 
     def __init__(self, raw: dict[str, Any], device: torch.device, dtype: torch.dtype, backend: Optional[str],
-                 compile_video: bool, seed: int) -> None:
+                 compile_video: bool, seed: int, chunk_frames: Optional[int] = None) -> None:
         from vamba_eval.models.vamba.backends import select_backend
         from vamba_eval.models.vamba.config import VambaConfig
         from vamba_eval.models.vamba.modeling import VambaForConditionalGeneration
@@ -109,6 +109,7 @@ class VambaSubject:
         materialize(model, device, dtype)
         model.init_weights(seed)
         model.set_ssm_backend(select_backend(backend, device))
+        model.chunk_frames = chunk_frames  # None: auto_chunk_frames per video
         if compile_video:
             model.compile_video_path()
         self.model = model.eval()
@@ -120,6 +121,13 @@ class VambaSubject:
 
     def variants(self, mode: str) -> list[str]:
         return ["compiled" if self.compiled else "eager"]
+
+    def stream_info(self, frames: int) -> dict[str, int]:
+        """The streamed piece and the ViT pass (frames) that ``encode_video`` uses for ``frames`` frames."""
+        from vamba_eval.models.vamba.modeling import auto_vit_chunk_frames
+
+        chunk = self.model.chunk_frames_for(frames)
+        return {"chunk_frames": chunk, "vit_chunk_frames": self.model.vit_chunk_frames or auto_vit_chunk_frames(chunk)}
 
     def prefill(self, frames: torch.Tensor, prompt: Prompt, variant: str) -> Any:
         """encode_video + the prompt through every layer (last-token logits) → the VideoContext."""

@@ -194,12 +194,10 @@ class VambaForConditionalGeneration(nn.Module):
         return self.model.rotary_emb(v, video_positions(grid, t0, t1, v.device))
 
     def chunk_frames_for(self, total_frames: int, chunk_frames: Optional[int] = None) -> int:
-        """Frames per streamed piece: ``chunk_frames``, else the model's ``chunk_frames`` past the stream
-        threshold, else ``auto_chunk_frames``."""
+        """Frames per streamed piece: ``chunk_frames``, else the model's ``chunk_frames`` (as ``--chunk-frames``
+        sets it: at every length), else ``auto_chunk_frames`` (no streaming up to the stream threshold)."""
         if chunk_frames is not None:
             return chunk_frames
-        if total_frames <= self.stream_threshold:
-            return total_frames
         if self.chunk_frames is not None:
             return self.chunk_frames
         return auto_chunk_frames(total_frames, self.stream_threshold)
