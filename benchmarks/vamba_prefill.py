@@ -33,7 +33,7 @@ from transformers import DynamicCache  # noqa: E402
 from vamba_eval.models.meta import materialize, params_on_meta  # noqa: E402
 from vamba_eval.models.vamba.backends import select_backend  # noqa: E402
 from vamba_eval.models.vamba.config import VambaConfig  # noqa: E402
-from vamba_eval.models.vamba.modeling import VambaForConditionalGeneration, auto_vit_chunk_frames  # noqa: E402
+from vamba_eval.models.vamba.modeling import VambaForConditionalGeneration  # noqa: E402
 from vamba_eval.models.vamba.tiny import VAMBA_7B  # noqa: E402
 
 H, W = 364, 644  # 640×360 rounded to multiples of 28
@@ -76,7 +76,7 @@ def time_prefill(model, n_frames: int, chunk: int | None, repeats: int, vit_chun
     default_vit = model.vit_chunk_frames
     model.vit_chunk_frames = vit_chunk or default_vit
     try:
-        vit = model.vit_chunk_frames or auto_vit_chunk_frames(model.chunk_frames_for(n_frames, chunk))
+        vit = model.vit_frames_for(model.chunk_frames_for(n_frames, chunk))
         return {**_time_prefill(model, frames, ids, chunk, repeats), "vit_chunk_frames": vit}
     finally:
         model.vit_chunk_frames = default_vit

@@ -124,10 +124,8 @@ class VambaSubject:
 
     def stream_info(self, frames: int) -> dict[str, int]:
         """The streamed piece and the ViT pass (frames) that ``encode_video`` uses for ``frames`` frames."""
-        from vamba_eval.models.vamba.modeling import auto_vit_chunk_frames
-
         chunk = self.model.chunk_frames_for(frames)
-        return {"chunk_frames": chunk, "vit_chunk_frames": self.model.vit_chunk_frames or auto_vit_chunk_frames(chunk)}
+        return {"chunk_frames": chunk, "vit_chunk_frames": self.model.vit_frames_for(chunk)}
 
     def prefill(self, frames: torch.Tensor, prompt: Prompt, variant: str) -> Any:
         """encode_video + the prompt through every layer (last-token logits) → the VideoContext."""

@@ -198,9 +198,12 @@ def _override_value(item: str, current: Any, raw: str) -> Any:
     if current is None:
         return value
     kind = type(current)
-    ok = (isinstance(value, bool) if kind is bool else
-          isinstance(value, (int, float)) and not isinstance(value, bool) and (kind is float or value == int(value))
-          if kind in (int, float) else isinstance(value, kind))
+    if kind is bool:
+        ok = isinstance(value, bool)
+    elif kind in (int, float):  # a number, not a bool; an int field takes whole numbers only
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and (kind is float or value == int(value))
+    else:
+        ok = isinstance(value, kind)
     if not ok:
         raise ValueError(f"--set {item!r}: expected {kind.__name__} like the field's default {current!r}, got {raw}")
     return kind(value)

@@ -202,6 +202,10 @@ class VambaForConditionalGeneration(nn.Module):
             return self.chunk_frames
         return auto_chunk_frames(total_frames, self.stream_threshold)
 
+    def vit_frames_for(self, piece_frames: int) -> int:
+        """Frames per ViT pass inside a streamed piece: the model's ``vit_chunk_frames``, else auto."""
+        return self.vit_chunk_frames or auto_vit_chunk_frames(piece_frames)
+
     def _chunk_slices(self, total_frames: int, chunk_frames: Optional[int]) -> int:
         temporal = self.hf_config.vision_config.temporal_patch_size
         chunk_frames = self.chunk_frames_for(total_frames, chunk_frames)
@@ -226,7 +230,7 @@ class VambaForConditionalGeneration(nn.Module):
         kv_bufs: list[KV] = []
         states: list[Optional[MixerState]] = [None] * len(self.layers)
         t_start, written, chunks, grid = time.perf_counter(), 0, 0, None
-        vit_frames = self.vit_chunk_frames or auto_vit_chunk_frames(per_chunk * vcfg.temporal_patch_size)
+        vit_frames = self.vit_frames_for(per_chunk * vcfg.temporal_patch_size)
         for s0 in range(0, n_slices, per_chunk):
             s1 = min(n_slices, s0 + per_chunk)
             v, grid = self._vision_tokens(frames[s0 * vcfg.temporal_patch_size: s1 * vcfg.temporal_patch_size],
