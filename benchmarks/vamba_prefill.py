@@ -38,6 +38,8 @@ from vamba_eval.models.vamba.tiny import VAMBA_7B  # noqa: E402
 
 H, W = 364, 644  # 640×360 rounded to multiples of 28
 TEXT_TOKENS = 60
+FRAMES_ON = "host"  # main() sets it from --frames-on: "host" (pinned, copied piece by piece, as `run` does) | "device"
+KERNEL_TIME = False  # main() sets it from --kernel-time
 
 
 def versions() -> dict[str, str]:
@@ -73,11 +75,14 @@ def time_prefill(model, n_frames: int, chunk: int | None, repeats: int, vit_chun
     g = torch.Generator(device="cuda").manual_seed(n_frames)
     frames = torch.randint(0, 256, (n_frames, H, W, 3), dtype=torch.uint8, device="cuda", generator=g)
     ids = torch.randint(0, 150000, (1, TEXT_TOKENS), device="cuda", generator=g)
+    if FRAMES_ON == "host":
+        frames = frames.cpu().pin_memory()
     default_vit = model.vit_chunk_frames
     model.vit_chunk_frames = vit_chunk or default_vit
     try:
         vit = model.vit_frames_for(model.chunk_frames_for(n_frames, chunk))
-        return {**_time_prefill(model, frames, ids, chunk, repeats), "vit_chunk_frames": vit}
+        row = {**_time_prefill(model, frames, ids, chunk, repeats), "vit_chunk_frames": vit, "frames_on": FRAMES_ON}
+        return {**row, **(kernel_time(model, frames, ids, chunk) if KERNEL_TIME else {})}
     finally:
         model.vit_chunk_frames = default_vit
 
@@ -121,6 +126,24 @@ def phase_peaks(model, frames: torch.Tensor, ids: torch.Tensor, chunk: int | Non
     kv = sum(k.numel() * k.element_size() + v.numel() * v.element_size() for k, v in video.kv)
     return {"peak_encode_gb": encode_peak / 1e9, "peak_text_gb": torch.cuda.max_memory_allocated() / 1e9,
             "held_after_encode_gb": held / 1e9, "kv_cache_gb": kv / 1e9}
+
+
+def kernel_time(model, frames: torch.Tensor, ids: torch.Tensor, chunk: int | None) -> dict:
+    """One more prefill under the profiler: the sum of its GPU kernel durations against its wall time. A sum well
+    below the unprofiled prefill time means the GPU waited for the host (launch overhead), not for work."""
+    from torch.autograd import DeviceType
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    torch.cuda.synchronize()
+    with torch_profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        t0 = time.perf_counter()
+        prefill(model, frames, ids, chunk)
+        torch.cuda.synchronize()
+        wall = time.perf_counter() - t0
+    kernels = [e for e in prof.events() if e.device_type == DeviceType.CUDA]
+    return {"gpu_kernel_s": sum(e.time_range.elapsed_us() for e in kernels) / 1e6, "gpu_kernels": len(kernels),
+            "profiled_wall_s": wall}
 
 
 def decode_speed(model, video, ids, new_tokens: int = 32) -> dict:
@@ -210,9 +233,15 @@ def main() -> None:
                     "efficient | math")
     ap.add_argument("--compile-mode", default=None, help="torch.compile mode for --compile (e.g. "
                     "max-autotune-no-cudagraphs: Triton GEMM templates with fused epilogues, long warm-up)")
+    ap.add_argument("--frames-on", choices=("host", "device"), default="host", help="input frames in pinned host "
+                    "memory, copied piece by piece (as `vamba-eval run` feeds the model), or all on the GPU")
+    ap.add_argument("--kernel-time", action="store_true", help="per point, one more prefill under the profiler: "
+                    "the sum of GPU kernel times vs its wall time (is the GPU waiting for the host?)")
     ap.add_argument("--compile", default="", help="comma list of frame counts to re-time after torch.compile of "
                     "the video path (ViT blocks + mixers)")
     args = ap.parse_args()
+    global FRAMES_ON, KERNEL_TIME
+    FRAMES_ON, KERNEL_TIME = args.frames_on, args.kernel_time
     env = {"bench": "vamba_prefill", "gpu": torch.cuda.get_device_name(), "versions": versions(),
            "python": platform.python_version(), "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
            "resolution": f"{W}x{H}", "text_tokens": TEXT_TOKENS, "dtype": "bfloat16"}
@@ -256,7 +285,7 @@ def main() -> None:
     print(f"\n{env['gpu']} · torch {env['versions'].get('torch')} · backend {env['backend']} "
           f"(fused ops: {', '.join(env['fused_ops']) or 'off'}) · {W}x{H} bf16")
     print(f"{'variant':>9} {'frames':>7} {'tokens':>8} {'chunk':>6} {'vit':>4} {'prefill s':>10} {'peak GB':>8} "
-          f"{'encode/text GB':>15} {'decode tok/s':>13}")
+          f"{'encode/text GB':>15} {'decode tok/s':>13} {'GPU kernels s':>14}")
     for r in rows:
         if "oom" in r:
             print(f"{r['variant']:>9} {r['frames']:>7} {'':>8} {str(r['chunk_frames']):>6}   OOM")
@@ -264,7 +293,7 @@ def main() -> None:
         split = f"{r['peak_encode_gb']:.2f}/{r['peak_text_gb']:.2f}"
         print(f"{r['variant']:>9} {r['frames']:>7} {r['video_tokens']:>8} {r['chunk_frames']:>6} "
               f"{r['vit_chunk_frames']:>4} {r['prefill_s_median']:>10.2f} {r['peak_alloc_gb']:>8.2f} {split:>15} "
-              f"{r['decode_tok_per_s']:>13.1f}")
+              f"{r['decode_tok_per_s']:>13.1f} {r.get('gpu_kernel_s', float('nan')):>14.2f}")
 
 
 if __name__ == "__main__":

@@ -100,6 +100,7 @@ def test_sweep_rows_complete_and_sane(cli_run: dict[str, Any]) -> None:
         streamed = r["model"] == "vamba" and r["mode"] != "train"  # 2 and 4 frames: one piece, one ViT pass
         assert (r.get("chunk_frames"), r.get("vit_chunk_frames")) == ((r["frames"], 8) if streamed else (None, None))
         assert r["schema"] == "vamba-eval-bench/1" and r["size"] == "tiny" and r["dtype"] == "float32"
+        assert r["frames_on"] == ("host" if r["model"] == "vamba" else "device")  # as `run` feeds each model
         assert r["gpu"].startswith("cpu") and "torch" in r["versions"] and "transformers" in r["versions"]
         assert r["date"] and "git_sha" in r and r["ceiling_tflops"] > 0
         assert r["resolution"] == "112x56" and r["frame_size"] == "112x56" and r["text_tokens"] == 12
@@ -256,6 +257,22 @@ def test_chunk_frames_reaches_the_model_and_the_rows(tmp_path: Path) -> None:
     assert row["phase_s"]["chunks"] == 4  # 8 frames streamed 2 at a time
 
 
+def test_input_frames_pinned_on_the_host_only_where_the_subject_says() -> None:
+    from types import SimpleNamespace
+
+    from vamba_eval.bench.runner import input_frames
+
+    cpu = torch.zeros(2, 4, 4, 3, dtype=torch.uint8)
+    assert input_frames(SimpleNamespace(frames_on="host"), cpu) is cpu  # already host memory: no copy
+    with pytest.raises(ValueError, match="vamba_frames_on"):
+        run_sweep(BenchOptions(models=("vamba",), frames=(2,), size="tiny", device="cpu", vamba_frames_on="gpu"))
+    if torch.cuda.is_available():
+        gpu = cpu.cuda()
+        host = input_frames(SimpleNamespace(frames_on="host"), gpu)
+        assert host.device.type == "cpu" and host.is_pinned() and torch.equal(host, cpu)
+        assert input_frames(SimpleNamespace(frames_on="device"), gpu) is gpu
+
+
 # --------------------------------------------------------------------------- page and CLI
 
 
@@ -264,8 +281,11 @@ def test_page_renders_offline_and_rerenders(cli_run: dict[str, Any], tmp_path: P
     c = check_html(html)
     text = " ".join(c.text)
     assert c.svgs >= 8  # prefill, decode, train: memory/time/FLOPs (or rate) charts
-    for word in ("Issue 7 targets", "prefill", "decode", "train", "All points", "Environment", "not measured"):
+    for word in ("Issue 7 targets", "prefill", "decode", "train", "All points", "Environment", "not measured",
+                 "pinned host memory"):
         assert word in text
+    flat = " ".join(text.split())
+    assert "qwen2vl device" in flat and "vamba host" in flat  # where each model's frames were held
     assert "variant" in cli_run["output"] and "bench.html" in cli_run["output"]  # the short table, the paths
     res = CliRunner().invoke(make_app(), ["bench", "--render", str(cli_run["out"] / "bench.jsonl"),
                                           "--out", str(tmp_path)])
@@ -311,6 +331,8 @@ def test_cli_rejects_bad_input(tmp_path: Path) -> None:
     assert bad_mode.exit_code == 2 and "prefil" in bad_mode.output
     bad_res = runner.invoke(app, ["bench", "--resolution", "640by360", "--device", "cpu", "--size", "tiny"])
     assert bad_res.exit_code == 2
+    bad_where = runner.invoke(app, ["bench", "--vamba-frames", "gpu", "--device", "cpu", "--size", "tiny"])
+    assert bad_where.exit_code == 2 and "vamba-frames" in bad_where.output and "host, device" in bad_where.output
     missing = runner.invoke(app, ["bench", "--render", str(tmp_path / "nope.jsonl")])
     assert missing.exit_code == 2 and "not found" in missing.output
     (tmp_path / "torn.jsonl").write_text('{"model": "vamba"}\n')

@@ -135,7 +135,11 @@ def run_norm_case(b, l, h, p, ngroups, dtype, norm_before_gate) -> dict:
         oracle = GatedRMSNorm(d, 1e-5, d // ngroups, norm_before_gate).double()
         oracle.weight.copy_(norm.weight.double())
         exact = oracle((y.double() + D.double()[:, None] * x.double()).reshape(b, l, d), z.double())
+    over = y.clone()  # written over its own input, as the mixer does with the scan output
+    got = triton_ops.gated_rmsnorm_skip(over, x, D, z, norm.weight, norm.eps, norm.group_size, norm_before_gate,
+                                        out_dtype=dt, out=over.view(b, l, d))
     return {"err": max_rel(out, ref), "err_exact": rel_l2(out, exact), "ref_err_exact": rel_l2(ref, exact),
+            "inplace_equal": torch.equal(got, out) and got.data_ptr() == over.data_ptr(),
             "dtype_ok": out.dtype == dt,
             "contiguous": out.is_contiguous() and tuple(out.shape) == (b, l, d)}
 
@@ -234,7 +238,7 @@ def test_gated_norm_matches_reference(interpreted, name):
     assert row["err"] < TOL[dtype], row
     if dtype != "bf16":  # no rounding before the norm: as close to the exact value as the torch path
         assert row["err_exact"] <= 1.1 * row["ref_err_exact"] + 1e-7, row
-    assert row["dtype_ok"] and row["contiguous"], row
+    assert row["dtype_ok"] and row["contiguous"] and row["inplace_equal"], row
 
 
 @pytest.mark.parametrize("name", list(MIXER_CASES))
@@ -261,6 +265,8 @@ def test_cpu_tensors_without_interpreter_explain():
     y = torch.randn(1, 5, 2, 4)
     with pytest.raises(ValueError, match="group_size=3"):
         triton_ops.gated_rmsnorm_skip(y, y, torch.ones(2), x, torch.ones(8), 1e-5, group_size=3)
+    with pytest.raises(ValueError, match="out must be"):
+        triton_ops.gated_rmsnorm_skip(y, y, torch.ones(2), x, torch.ones(8), 1e-5, out=x.transpose(1, 2))
 
 
 def test_with_fused_ops_attaches_and_env_switch_disables(monkeypatch):

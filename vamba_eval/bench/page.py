@@ -165,7 +165,15 @@ def page_context(rows: list[dict[str, Any]], sources: list[str]) -> dict[str, An
     return {"sections": sections, "targets": evaluate_targets(rows), "rows": [_table_row(r) for r in ordered],
             "envs": _environments(rows), "sources": sources, "paper_source": SOURCE, "variant_notes": VARIANT_NOTE,
             "generated": datetime.now(timezone.utc).isoformat(timespec="seconds"), "off_gpu": off_gpu,
-            "has_7b": bool(gpus)}
+            "has_7b": bool(gpus), "frames_on": frames_on(rows)}
+
+
+def frames_on(rows: list[dict[str, Any]]) -> dict[str, str]:
+    """model → where its input frames were held during the points ("host", "device"; rows before the field: device)."""
+    found: dict[str, set[str]] = {}
+    for r in rows:
+        found.setdefault(r["model"], set()).add(r.get("frames_on") or "device")
+    return {m: " and ".join(sorted(v)) for m, v in sorted(found.items())}
 
 
 def render_html(rows: list[dict[str, Any]], sources: list[str]) -> str:

@@ -54,6 +54,7 @@ def _step_clock(device: torch.device) -> Any:
 
 class QwenSubject:
     name = "qwen2vl"
+    frames_on = "device"  # its one forward patchifies every frame on the GPU
 
     def __init__(self, raw: dict[str, Any], device: torch.device, dtype: torch.dtype, seed: int,
                  paper_variant: bool = True) -> None:

@@ -31,6 +31,7 @@ SCHEMA = "vamba-eval-bench/1"
 MODES = ("prefill", "decode", "train")
 MODELS = ("vamba", "qwen2vl")
 SIZES = ("7b", "tiny")
+FRAMES_ON = ("host", "device")
 TIME_UNIT = {"prefill": "prefill call", "decode": "decoded token", "train": "train step"}
 TRAINABLE = {"vamba": ("ssm", "cross_attn"), "qwen2vl": ("self_attn", "mlp")}
 
@@ -68,6 +69,9 @@ class BenchOptions:
     # recompile — e.g. the last, shorter streamed piece of 3,600 frames — and a median of two would include it)
     warm_each_point: Optional[bool] = None
     chunk_frames: Optional[int] = None  # VAMBA's streamed piece (frames); None: the model's auto_chunk_frames
+    # where VAMBA's input frames live: "host" (pinned; each streamed piece is copied over when it is encoded, as
+    # `vamba-eval run` feeds the model) or "device" (all on the GPU, as Qwen2-VL's one forward needs them)
+    vamba_frames_on: str = "host"
     fault_hook: Optional[Callable[[Point], None]] = field(default=None, repr=False)  # tests: simulate faults
 
 
@@ -94,7 +98,9 @@ def build_subject(name: str, raw: dict[str, Any], opts: BenchOptions, device: to
     if name == "vamba":
         from vamba_eval.bench.subjects import VambaSubject
 
-        return VambaSubject(raw, device, dtype, opts.backend, opts.compile, opts.seed, opts.chunk_frames)
+        subject = VambaSubject(raw, device, dtype, opts.backend, opts.compile, opts.seed, opts.chunk_frames)
+        subject.frames_on = opts.vamba_frames_on
+        return subject
     if name == "qwen2vl":
         from vamba_eval.bench.qwen_subject import QwenSubject
 
@@ -114,11 +120,20 @@ def point_flops(point: Point, raw: dict[str, Any], hw: tuple[int, int], opts: Be
     return F.train_step(point.model, raw, work, TRAINABLE[point.model])[0]
 
 
+def input_frames(subject: Any, frames: torch.Tensor) -> torch.Tensor:
+    """``frames`` where ``subject.frames_on`` says: "host" → pinned CPU memory (on a CUDA device), else as made."""
+    if subject.frames_on == "host" and frames.device.type == "cuda":
+        return frames.cpu().pin_memory()
+    return frames
+
+
 class Sweep:
     def __init__(self, opts: BenchOptions, out: Optional[Path], echo: Callable[[str], None] = print) -> None:
         from vamba_eval.models.base import resolve_dtype
 
         bad = [m for m in opts.modes if m not in MODES] + [m for m in opts.models if m not in MODELS]
+        if opts.vamba_frames_on not in FRAMES_ON:
+            raise ValueError(f"vamba_frames_on must be one of {FRAMES_ON}, got {opts.vamba_frames_on!r}")
         if bad or not opts.frames or min(opts.frames) < 1:
             raise ValueError(f"bad models/modes/frames: {bad or opts.frames}; models {MODELS}, modes {MODES}")
         self.opts, self.out, self.echo = opts, out, echo
@@ -176,7 +191,7 @@ class Sweep:
         next one, so that dynamic shapes are compiled before timing)."""
         prompt = make_prompt(subject.raw, self.opts.text_tokens, self.device, self.opts.seed)
         for n in sorted(set(self.opts.frames))[:2 if self.opts.compile else 1]:
-            frames = make_frames(n, *hw, self.device, self.opts.seed)
+            frames = input_frames(subject, make_frames(n, *hw, self.device, self.opts.seed))
             try:
                 for variant in subject.variants("prefill"):
                     ctx = subject.prefill(frames, prompt, variant)
@@ -199,7 +214,7 @@ class Sweep:
         oom_at: dict[tuple[str, str], int] = {}
         last_ok: dict[tuple[str, str], int] = {}
         for n in sorted(set(o.frames)):
-            frames = make_frames(n, *hw, self.device, o.seed + n)
+            frames = input_frames(subject, make_frames(n, *hw, self.device, o.seed + n))
             state: dict[str, Any] = {}
             for mode in [m for m in MODES if m in o.modes]:
                 if mode == "train":
@@ -225,7 +240,7 @@ class Sweep:
     # --- one point -----------------------------------------------------------------------
     def _point(self, subject: Any, point: Point, frames: torch.Tensor, prompt: Any,
                state: dict[str, Any]) -> dict[str, Any]:
-        row: dict[str, Any] = {**asdict(point), "time_unit": TIME_UNIT[point.mode]}
+        row: dict[str, Any] = {**asdict(point), "time_unit": TIME_UNIT[point.mode], "frames_on": subject.frames_on}
         if self.opts.budget_s is not None and time.perf_counter() - self.t0 > self.opts.budget_s:
             return {**row, "status": "skipped", "error": f"time budget of {self.opts.budget_s:.0f}s spent"}
         try:

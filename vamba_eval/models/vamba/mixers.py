@@ -265,9 +265,11 @@ class Mamba2Mixer(_MixerBase):
         """GatedRMSNorm(y + D·x, z): y, x [b, l, h, p], z [b, l, d_inner] → [b, l, d_inner]."""
         norm = self.norm
         if _use_fused(kernels.gated_norm, y, x, z, self.D, norm.weight):
+            # written over y (the scan's fresh output, read nowhere else): one activation less at the prefill's peak
+            inplace = y.is_contiguous() and y.dtype == dtype
             return kernels.gated_norm(
                 y, x, self.D, z, norm.weight, norm.eps, norm.group_size, norm.norm_before_gate,
-                out_dtype=dtype,
+                out_dtype=dtype, out=y.view(y.shape[0], y.shape[1], self.d_inner) if inplace else None,
             )
         b, l = y.shape[:2]
         y = y.float() + self.D.float()[:, None] * x.float()  # [b, l, h, p]

@@ -265,6 +265,7 @@ def gated_rmsnorm_skip(
     group_size: int | None = None,
     norm_before_gate: bool = False,
     out_dtype: torch.dtype | None = None,
+    out: Tensor | None = None,
 ) -> Tensor:
     """``GatedRMSNorm(y + D[h]·x, z)`` in one pass, fp32 in registers (no rounding in between).
 
@@ -272,7 +273,9 @@ def gated_rmsnorm_skip(
     weight [h*p]; groups of ``group_size`` channels (None = all h*p).
     norm_before_gate=False: rms_norm_per_group((y + D·x)·silu(z))·weight;
     norm_before_gate=True: rms_norm_per_group(y + D·x)·weight·silu(z).
-    Returns [b, l, h*p] contiguous in ``out_dtype`` (default z's dtype).
+    Returns [b, l, h*p] contiguous in ``out_dtype`` (default z's dtype), or written into ``out`` [b, l, h*p]
+    (channels contiguous), which may be y's or z's own memory: each (position, group) is read whole before it
+    is written, and no two share an element.
     """
     if y.dim() != 4 or x.shape != y.shape:
         raise ValueError(f"y and x must be [b, l, h, p] alike, got {tuple(y.shape)}, {tuple(x.shape)}")
@@ -284,7 +287,10 @@ def gated_rmsnorm_skip(
             raise ValueError(f"{name} must be {list(shape)}, got {list(t.shape)}")
     if d % group:
         raise ValueError(f"group_size={group} does not divide h*p={d}")
-    device = _check("gated_rmsnorm_skip", {"y": y, "x": x, "D": D, "z": z, "weight": weight})
+    if out is not None and (tuple(out.shape) != (b, l, d) or out.stride(2) != 1):
+        raise ValueError(f"out must be [{b}, {l}, {d}] with contiguous channels, got {tuple(out.shape)} "
+                         f"strides {out.stride()}")
+    device = _check("gated_rmsnorm_skip", {"y": y, "x": x, "D": D, "z": z, "weight": weight, "out": out})
     block = triton.next_power_of_2(group)
     if block > MAX_NORM_BLOCK:
         raise ValueError(
@@ -292,7 +298,8 @@ def gated_rmsnorm_skip(
         )
     if b > 65535:
         raise ValueError(f"batch {b} > 65535 (a CUDA grid limit); split the batch")
-    out = torch.empty(b, l, d, dtype=out_dtype or z.dtype, device=device)
+    if out is None:
+        out = torch.empty(b, l, d, dtype=out_dtype or z.dtype, device=device)
     if out.numel():
         with _on(device):
             _gated_norm_kernel[(l, d // group, b)](
