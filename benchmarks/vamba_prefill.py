@@ -142,8 +142,48 @@ def kernel_time(model, frames: torch.Tensor, ids: torch.Tensor, chunk: int | Non
         torch.cuda.synchronize()
         wall = time.perf_counter() - t0
     kernels = [e for e in prof.events() if e.device_type == DeviceType.CUDA]
+    print(f"host time by op, {frames.shape[0]} frames, pieces of {model.chunk_frames_for(frames.shape[0], chunk)}:\n"
+          + prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=20, max_name_column_width=70),
+          flush=True)
     return {"gpu_kernel_s": sum(e.time_range.elapsed_us() for e in kernels) / 1e6, "gpu_kernels": len(kernels),
             "profiled_wall_s": wall}
+
+
+def memory_trace(model, n_frames: int, top: int = 25) -> None:
+    """Record every CUDA allocation of one prefill at ``n_frames`` (default pieces, frames as --frames-on says),
+    replay the trace and print what was live at its peak: the largest blocks with the code that made them."""
+    g = torch.Generator(device="cuda").manual_seed(n_frames)
+    frames = torch.randint(0, 256, (n_frames, H, W, 3), dtype=torch.uint8, device="cuda", generator=g)
+    ids = torch.randint(0, 150000, (1, TEXT_TOKENS), device="cuda", generator=g)
+    if FRAMES_ON == "host":
+        frames = frames.cpu().pin_memory()
+    prefill(model, frames, ids, None)  # this shape compiled and warm
+    torch.cuda.synchronize()
+    torch.cuda.memory._record_memory_history(max_entries=2_000_000)
+    prefill(model, frames, ids, None)
+    torch.cuda.synchronize()
+    snap = torch.cuda.memory._snapshot()
+    torch.cuda.memory._record_memory_history(enabled=None)
+    live: dict[int, tuple[int, list]] = {}
+    total = peak = 0
+    at_peak: dict[int, tuple[int, list]] = {}
+    for ev in snap["device_traces"][0]:
+        if ev["action"] == "alloc":
+            live[ev["addr"]] = (ev["size"], ev.get("frames", []))
+            total += ev["size"]
+            if total > peak:
+                peak, at_peak = total, dict(live)
+        elif ev["action"] in ("free_requested",) and ev["addr"] in live:
+            total -= live.pop(ev["addr"])[0]
+    kv = [v for v in at_peak.values() if any(f["name"] == "_alloc_kv" for f in v[1])]
+    rest = [v for v in at_peak.values() if not any(f["name"] == "_alloc_kv" for f in v[1])]
+    print(f"memory trace, {n_frames} frames: peak {peak / 1e9:.3f} GB above the allocations made before it "
+          f"({len(at_peak)} blocks live then): the K/V cache {sum(s for s, _ in kv) / 1e9:.3f} GB in {len(kv)} "
+          f"blocks, the rest {sum(s for s, _ in rest) / 1e9:.3f} GB; the largest of the rest:", flush=True)
+    for size, frames_ in sorted(rest, key=lambda x: -x[0])[:top]:
+        ours = [f"{Path(f['filename']).name}:{f['line']} {f['name']}" for f in frames_
+                if "vamba_eval" in f["filename"] or "benchmarks" in f["filename"]][:4]
+        print(f"  {size / 1e6:9.1f} MB  {' <- '.join(ours) or (frames_[0]['name'] if frames_ else '?')}", flush=True)
 
 
 def decode_speed(model, video, ids, new_tokens: int = 32) -> dict:
@@ -237,6 +277,8 @@ def main() -> None:
                     "memory, copied piece by piece (as `vamba-eval run` feeds the model), or all on the GPU")
     ap.add_argument("--kernel-time", action="store_true", help="per point, one more prefill under the profiler: "
                     "the sum of GPU kernel times vs its wall time (is the GPU waiting for the host?)")
+    ap.add_argument("--memory-trace", type=int, default=0, help="after the compiled points, record the "
+                    "allocations of one prefill at this many frames and print what is live at its peak")
     ap.add_argument("--compile", default="", help="comma list of frame counts to re-time after torch.compile of "
                     "the video path (ViT blocks + mixers)")
     args = ap.parse_args()
@@ -282,6 +324,8 @@ def main() -> None:
         counts = [int(n) for n in args.compile.split(",")]
         plan = make_plan(counts, args, args.points)
         rows += run_plan(model, plan, {**env, "variant": "compiled"}, args)
+        if args.memory_trace:
+            memory_trace(model, args.memory_trace)
     print(f"\n{env['gpu']} · torch {env['versions'].get('torch')} · backend {env['backend']} "
           f"(fused ops: {', '.join(env['fused_ops']) or 'off'}) · {W}x{H} bf16")
     print(f"{'variant':>9} {'frames':>7} {'tokens':>8} {'chunk':>6} {'vit':>4} {'prefill s':>10} {'peak GB':>8} "

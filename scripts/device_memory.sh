@@ -4,7 +4,8 @@
 # (benchmarks/vamba_prefill.py, compiled). Device tool: carry .gpu_carry and runs/bench_wheels.
 # Env: FRAMES (compiled frame counts, default 256,1024,3600), POINTS (extra FRAMES:CHUNK:VIT points),
 # KEEP_MIXER=1 (one more run of FRAMES with the last mixer allocated, as before the release), FRAMES_ON (host |
-# device: where the input frames are held), KERNEL_TIME=1 (per point, GPU kernel time vs wall under the profiler).
+# device: where the input frames are held), KERNEL_TIME=1 (per point, GPU kernel time vs wall under the profiler,
+# and the host time by op), MEMORY_TRACE=N (what is live at the peak of one N-frame prefill).
 # Writes $OUT/results.tar (JSON lines + console logs) and summary.txt.
 set -uo pipefail
 export PYTHONUNBUFFERED=1
@@ -14,6 +15,7 @@ export PYTHONPATH=/tmp/bsite:$PWD
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader; date -u; } | tee "$R/env.txt"
 timeout "${TIMEOUT:-420}" python3 benchmarks/vamba_prefill.py --frames 16 --compile "${FRAMES:-256,1024,3600}" \
   --points "${POINTS:-}" --repeats 3 --frames-on "${FRAMES_ON:-host}" ${KERNEL_TIME:+--kernel-time} \
+  ${MEMORY_TRACE:+--memory-trace "$MEMORY_TRACE"} \
   --out "$R/prefill_memory.jsonl" > "$R/prefill_memory.log" 2>&1
 grep -A40 "^NVIDIA\|^H100" "$R/prefill_memory.log" | tail -24 || tail -30 "$R/prefill_memory.log"
 if [ -n "${KEEP_MIXER:-}" ]; then

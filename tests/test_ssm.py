@@ -332,12 +332,13 @@ def torch_fused_ops(calls: dict) -> dict:
         y, state = ssm_ref.causal_conv1d_ref(x.transpose(1, 2), weight, bias, conv_state, activation)
         return y.transpose(1, 2).contiguous(), state
 
-    def gated_norm(y, x, D, z, weight, eps, group_size, norm_before_gate, out_dtype=None):
+    def gated_norm(y, x, D, z, weight, eps, group_size, norm_before_gate, out_dtype=None, out=None):
         calls["gated_norm"] = calls.get("gated_norm", 0) + 1
         b, l, h, p = y.shape
         norm = GatedRMSNorm(h * p, eps, group_size, norm_before_gate).to(weight.dtype)
         norm.weight.data.copy_(weight)
-        return norm((y.float() + D.float()[:, None] * x.float()).reshape(b, l, -1), z).to(out_dtype)
+        result = norm((y.float() + D.float()[:, None] * x.float()).reshape(b, l, -1), z).to(out_dtype)
+        return result if out is None else out.copy_(result)  # out may be y's memory: result is computed first
 
     return {"conv1d_blc": conv1d_blc, "gated_norm": gated_norm}
 
@@ -471,6 +472,34 @@ def test_block_residual_and_fp32_norm():
         mixed, _ = block.mixer(block.norm(u))
     assert out.dtype == torch.bfloat16 and state.ssm_state.dtype == torch.float32
     assert torch.equal(out, u + mixed)
+
+
+def test_block_inference_does_not_hold_the_normed_input_through_the_scan():
+    """Without autograd the mixer norms u again for z instead of keeping norm(u) alive across the scan (the
+    7B prefill's peak is inside the scan); the output equals the training path's exactly."""
+    import weakref
+
+    torch.manual_seed(0)
+    block = MambaBlock(Mamba2Mixer(32, d_state=8, headdim=8, chunk_size=8), 32).double()
+    normed: list = []
+    norm_forward = block.norm.forward
+    block.norm.forward = lambda x: normed.append(weakref.ref(out := norm_forward(x))) or out
+    alive_in_scan: list[bool] = []
+    backend = block.mixer._kernels(torch.device("cpu"))
+
+    def scan(*args, **kwargs):
+        alive_in_scan.append(any(ref() is not None for ref in normed))
+        return backend.mamba2_scan(*args, **kwargs)
+
+    block.mixer.backend = dataclasses.replace(backend, mamba2_scan=scan)
+    u = torch.randn(2, 20, 32, dtype=torch.float64)
+    with torch.no_grad():
+        out, state = block(u)
+    assert len(normed) == 2 and alive_in_scan == [False]  # made twice, dead during the scan
+    normed.clear()
+    trained, state_t = block(u)  # grad enabled: one norm, held for autograd
+    assert len(normed) == 1 and alive_in_scan == [False, True]
+    assert torch.equal(out, trained.detach()) and torch.equal(state.ssm_state, state_t.ssm_state)
 
 
 # ------------------------------------------------------------------ GPU

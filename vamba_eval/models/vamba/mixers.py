@@ -209,9 +209,13 @@ class Mamba2Mixer(_MixerBase):
         ssm = torch.zeros(batch_size, self.nheads, self.headdim, self.d_state, device=device)
         return MixerState(conv, ssm)
 
-    def forward(self, u: Tensor, state: MixerState | None = None) -> tuple[Tensor, MixerState]:
+    def forward(self, u: Tensor, state: MixerState | None = None,
+                norm: Callable[[Tensor], Tensor] | None = None) -> tuple[Tensor, MixerState]:
         """u [b, l, d_model] → (out [b, l, d_model], state after the last position).
 
+        ``norm``: u is not normalised yet; the mixer applies ``norm`` to it twice — for x/B/C/dt and again for z
+        after the scan — instead of holding norm(u) through the scan (inference: one activation less at the
+        prefill's peak; same values, the norm is deterministic).
         The backend's fused conv / gated norm / SSD scan (if any) replace the reference ones when
         no gradient is needed; the results agree to rounding (the fused norm skips one rounding).
         """
@@ -220,8 +224,10 @@ class Mamba2Mixer(_MixerBase):
         h, p, g, n = self.nheads, self.headdim, self.ngroups, self.d_state
         # in_proj as three GEMMs over row slices of its weight (views): z is made only for the norm, so it and the
         # conv's input are not held through the scan (the prefill's largest transient, ≈ 30 % less per token)
-        xBC = self._in_proj_rows(u, self.d_inner, self.conv_dim)  # [b, l, conv_dim]
-        dt = self._in_proj_rows(u, self.d_inner + self.conv_dim, h)  # [b, l, h]
+        normed = u if norm is None else norm(u)
+        xBC = self._in_proj_rows(normed, self.d_inner, self.conv_dim)  # [b, l, conv_dim]
+        dt = self._in_proj_rows(normed, self.d_inner + self.conv_dim, h)  # [b, l, h]
+        del normed  # with ``norm``: freed here, made again for z
         xBC, conv_state = self._conv(kernels, xBC, None if state is None else state.conv_state)
         x, B, C = torch.split(xBC, [self.d_inner, g * n, g * n], dim=-1)
         x = x.reshape(b, l, h, p)  # [b, l, d_inner] -> [b, l, h, p]
@@ -238,7 +244,7 @@ class Mamba2Mixer(_MixerBase):
             y, ssm_state = scan_in_pieces(scan, x, dt, A, B, C, self.chunk_size, h0, self.scan_piece_tokens)
         else:
             y, ssm_state = scan(x, dt, A, B, C, self.chunk_size, h0)
-        z = self._in_proj_rows(u, 0, self.d_inner)  # [b, l, d_inner]
+        z = self._in_proj_rows(u if norm is None else norm(u), 0, self.d_inner)  # [b, l, d_inner]
         y = self._skip_and_norm(kernels, y, x, z, u.dtype)  # [b, l, d_inner]
         return self.out_proj(y), MixerState(conv_state, ssm_state)
 
@@ -394,7 +400,10 @@ class MambaBlock(nn.Module):
 
     def forward(self, u: Tensor, state: MixerState | None = None) -> tuple[Tensor, MixerState]:
         """u [b, l, d_model] → (u + mixer(norm(u)), new mixer state)."""
-        out, state = self.mixer(self.norm(u), state)
+        if isinstance(self.mixer, Mamba2Mixer) and not torch.is_grad_enabled():
+            out, state = self.mixer(u, state, norm=self.norm)  # norm(u) not held through the scan
+        else:  # training: autograd would keep both norm outputs
+            out, state = self.mixer(self.norm(u), state)
         return u + out, state
 
 
