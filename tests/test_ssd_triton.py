@@ -91,8 +91,13 @@ def run_pieces_and_chunks() -> dict:
         part = {k: inp[k][:, a:e] for k in ("x", "dt", "B", "C")}
         out, st = ssd_triton.ssd_scan(**part, A=inp["A"], chunk_size=64, initial_state=st)
         pieces.append(out)
+    big = torch.full((2, 170, 4, 16), float("nan"))  # out: a slice of a larger buffer (as mixer_halves passes)
+    y_out, s_out = ssd_triton.ssd_scan(**inp, chunk_size=128, out=big[1:, 10:160])
+    untouched = torch.isnan(big[0]).all() and torch.isnan(big[1, :10]).all() and torch.isnan(big[1, 160:]).all()
     return {"pieces": max(max_rel(torch.cat(pieces, 1), y), max_rel(st, s)),
-            "chunks": max(max_rel(y16, y), max_rel(s16, s))}
+            "chunks": max(max_rel(y16, y), max_rel(s16, s)),
+            "out_equal": bool(torch.equal(y_out, y) and torch.equal(s_out, s) and untouched
+                              and y_out.data_ptr() == big[1:, 10:160].data_ptr())}
 
 
 def run_mixer(dtype: str) -> dict:
@@ -115,9 +120,14 @@ def run_mixer(dtype: str) -> dict:
         y1, s1 = m(u[:, :20])
         y2, s2 = m(u[:, 20:], s1)
     y_grad, _ = m(u)  # grad enabled: the backend's own (differentiable) scan
-    return {"err": max_rel(y, y_ref), "err_pieces": max_rel(torch.cat([y1, y2], 1), y_ref),
-            "state_err": max(max_rel(st.ssm_state, st_ref.ssm_state), max_rel(s2.ssm_state, st_ref.ssm_state)),
-            "calls": calls["scan"], "grad_path_equal": torch.equal(y_grad, y_ref)}
+    row = {"err": max_rel(y, y_ref), "err_pieces": max_rel(torch.cat([y1, y2], 1), y_ref),
+           "state_err": max(max_rel(st.ssm_state, st_ref.ssm_state), max_rel(s2.ssm_state, st_ref.ssm_state)),
+           "calls": calls["scan"], "grad_path_equal": torch.equal(y_grad, y_ref)}
+    m.backend = dataclasses.replace(backends.with_fused_ops(ref), mamba2_scan_fwd=counted)  # + fused gated norm
+    with torch.no_grad():
+        yh, sh = m(u)  # 45 tokens, chunk 16: scanned and gated as 16 + 29 (mixer_halves)
+    return {**row, "halves_calls": calls["scan"] - 3, "halves_err": max_rel(yh, y_ref),
+            "halves_state_err": max_rel(sh.ssm_state, st_ref.ssm_state)}
 
 
 def child_main() -> None:
@@ -166,7 +176,7 @@ def test_scan_matches_exact_recurrence(interpreted, name):
 
 def test_scan_in_pieces_and_any_chunk_size_agree(interpreted):
     row = case(interpreted, "pieces")
-    assert row["pieces"] < 1e-5 and row["chunks"] < 1e-5, row
+    assert row["pieces"] < 1e-5 and row["chunks"] < 1e-5 and row["out_equal"], row
 
 
 @pytest.mark.parametrize("dtype", ["fp32", "bf16"])
@@ -175,6 +185,7 @@ def test_mixer_uses_fused_scan_without_grad_only(interpreted, dtype):
     assert row["calls"] == 3, row  # whole + two pieces; not the grad-enabled call
     tol = 1e-5 if dtype == "fp32" else 3e-2
     assert row["err"] < tol and row["err_pieces"] < tol and row["state_err"] < tol, row
+    assert row["halves_calls"] == 2 and row["halves_err"] < tol and row["halves_state_err"] < tol, row
     assert row["grad_path_equal"], row
 
 
@@ -202,6 +213,9 @@ def test_bad_arguments_explain():
     with pytest.raises(RuntimeError, match="TRITON_INTERPRET=1"):  # CPU tensors, no interpreter
         ssd_triton.ssd_scan(x, torch.rand(1, 5, 2), -torch.ones(2), torch.randn(1, 5, 1, 16),
                             torch.randn(1, 5, 1, 16), 64)
+    with pytest.raises(ValueError, match="out must be"):
+        ssd_triton.ssd_scan(x, torch.rand(1, 5, 2), -torch.ones(2), torch.randn(1, 5, 1, 16),
+                            torch.randn(1, 5, 1, 16), 64, out=torch.empty(1, 5, 16, 2).transpose(2, 3))
 
 
 @pytest.mark.parametrize("dtype,dot", [("bf16", ssd_triton.DOT_NATIVE), ("fp32", ssd_triton.DOT_IEEE)])

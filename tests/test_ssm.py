@@ -368,6 +368,36 @@ def test_mamba2_mixer_uses_fused_ops_only_where_no_gradient_is_needed():
     assert calls == {"conv1d_blc": 5, "gated_norm": 5}
 
 
+def test_mamba2_mixer_fused_inference_runs_in_halves_with_the_same_values():
+    """With a fused scan and gated norm (stand-ins here) and no autograd, the mixer scans two halves into one y
+    and makes z / gates half by half over y (``mixer_halves``): same output and state as the reference path."""
+    from vamba_eval.models.vamba.mixer_halves import halves
+
+    assert halves(45, 16) == [(0, 16), (16, 45)] and halves(31, 16) == [(0, 31)] and halves(64, 16) == [(0, 32), (32, 64)]
+    torch.manual_seed(5)
+    ref = select_backend("torch", "cpu")
+    calls: dict = {}
+    scans: list[tuple] = []
+
+    def scan_fwd(x, dt, A, B, C, chunk_size, initial_state=None, out=None):
+        scans.append((x.shape[1], initial_state is not None, out is not None))
+        y, state = ssm_ref.ssd_chunked(x, dt, A, B, C, chunk_size, initial_state)
+        return (y, state) if out is None else (out.copy_(y), state)
+
+    fused = dataclasses.replace(ref, **torch_fused_ops(calls), mamba2_scan_fwd=scan_fwd)
+    block = MambaBlock(Mamba2Mixer(32, d_state=8, headdim=8, ngroups=2, chunk_size=8, backend=ref), 32)
+    u = torch.randn(2, 45, 32)
+    with torch.no_grad():
+        y_ref, st_ref = block(u)
+        block.mixer.backend = fused
+        y, st = block(u)
+        y2, st2 = run_in_pieces(block, u, [0, 5, 45])
+    assert scans == [(16, False, True), (29, True, True), (5, False, False), (16, True, True), (24, True, True)]
+    assert calls == {"conv1d_blc": 3, "gated_norm": 5}  # a gate per half; the 5-token piece is one half
+    assert max_rel(y, y_ref) < 1e-5 and max_rel(y2, y_ref) < 1e-5
+    assert max_rel(st.ssm_state, st_ref.ssm_state) < 1e-5 and max_rel(st2.ssm_state, st_ref.ssm_state) < 1e-5
+
+
 def test_fused_ops_off_without_triton_or_by_env(monkeypatch):
     code = (
         "import sys; sys.modules['triton'] = None\n"

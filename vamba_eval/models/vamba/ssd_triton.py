@@ -261,14 +261,20 @@ def ssd_scan(
     chunk_size: int,
     initial_state: Tensor | None = None,
     tiles: Tiles = TILES,
+    out: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Mamba-2 SSD scan (contract of :func:`ssm_ref.ssd_chunked`), four Triton kernels, no copies of x/B/C.
 
     x [b, l, h, p] (any strides), dt [b, l, h], A [h], B/C [b, l, g, n], initial_state [b, h, p, n].
-    Returns y [b, l, h, p] (x's dtype, contiguous) and the final state [b, h, p, n] fp32.
+    Returns y [b, l, h, p] (x's dtype, contiguous; or written into ``out`` [b, l, h, p] of x's dtype with unit
+    stride in p, e.g. a slice of a larger y) and the final state [b, h, p, n] fp32.
     The kernels tile chunks of a power of two ≥ 16: the largest one ≤ ``chunk_size`` (16 if it is
     smaller), and less for short inputs; the result does not depend on the chunking beyond rounding.
     """
+    if out is not None and (out.shape != x.shape or out.dtype != x.dtype or out.device != x.device
+                            or out.stride(3) != 1):
+        raise ValueError(f"ssd_scan: out must be {list(x.shape)} {x.dtype} on {x.device}, unit stride in p, "
+                         f"got {list(out.shape)} {out.dtype} strides {out.stride()} on {out.device}")
     device = _check("ssd_scan", {"x": x, "dt": dt, "A": A, "B": B, "C": C, "initial_state": initial_state})
     b, l, h, p = x.shape
     g, n = B.shape[2], B.shape[3]
@@ -284,7 +290,7 @@ def ssd_scan(
     states = torch.empty(b, n_chunks, h, p, n, device=device, dtype=torch.float32)
     cb = torch.empty(b, g, n_chunks, q, q, device=device, dtype=torch.float32)  # C_t·B_s per chunk
     final = torch.empty(b, h, p, n, device=device, dtype=torch.float32)
-    y = torch.empty(b, l, h, p, device=device, dtype=x.dtype)
+    y = torch.empty(b, l, h, p, device=device, dtype=x.dtype) if out is None else out
     init = None if initial_state is None else initial_state.float().contiguous()
     bp, bn = min(tiles.max_block_p, _pow2(p)), _pow2(n)
     common = (*x.stride(), *dt.stride(), *cum.stride()[:3])
