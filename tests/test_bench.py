@@ -325,6 +325,18 @@ def test_targets_say_by_how_much() -> None:
     assert t["3,600 frames (1 h at 1 fps) prefill on one GPU ≤ 10 s"].status == "not measured"
 
 
+def test_memory_target_shows_a_small_difference_to_the_megabyte() -> None:
+    base = {"size": "7b", "gpu": "NVIDIA H100 80GB HBM3", "ceiling_tflops": 790.0, "status": "ok", "mode": "prefill",
+            "frames": 256, "time_s": 1.0, "peak_reserved_gb": 26.0}
+    rows = [{**base, "model": "vamba", "variant": "compiled", "peak_alloc_gb": 25.2196},
+            {**base, "model": "qwen2vl", "variant": "sdpa", "peak_alloc_gb": 25.1887}]
+    mem = {x.text: x for x in evaluate_targets(rows)}["peak memory ≤ Qwen2-VL-7B's from 256 frames up"]
+    assert mem.status == "missed" and mem.measured == "256: 25.220 vs 25.189 GB" and mem.gap == "256 frames +31 MB"
+    rows[0]["peak_alloc_gb"] = 25.17
+    mem = {x.text: x for x in evaluate_targets(rows)}["peak memory ≤ Qwen2-VL-7B's from 256 frames up"]
+    assert mem.status == "met" and mem.measured == "256: 25.170 vs 25.189 GB" and not mem.gap
+
+
 def test_cli_rejects_bad_input(tmp_path: Path) -> None:
     app, runner = make_app(), CliRunner()
     bad_mode = runner.invoke(app, ["bench", "--mode", "prefil", "--device", "cpu", "--size", "tiny"])

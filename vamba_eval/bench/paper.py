@@ -123,9 +123,11 @@ def _memory_vs_baseline(rows: list[dict[str, Any]], text: str) -> Target:
             continue
         if q is None or q.get("peak_alloc_gb") is None:
             continue
-        compared.append(f"{n}: {v['peak_alloc_gb']:.1f} vs {q['peak_alloc_gb']:.1f} GB")
-        if v["peak_alloc_gb"] > q["peak_alloc_gb"]:
-            worse.append(f"{n} frames {v['peak_alloc_gb'] - q['peak_alloc_gb']:+.1f} GB")
+        a, b = v["peak_alloc_gb"], q["peak_alloc_gb"]
+        close = abs(a - b) < 0.1  # shown to the MB, so that "25.2 vs 25.2" never hides which is larger
+        compared.append(f"{n}: {a:.3f} vs {b:.3f} GB" if close else f"{n}: {a:.1f} vs {b:.1f} GB")
+        if a > b:
+            worse.append(f"{n} frames +{(a - b) * 1000:.0f} MB" if close else f"{n} frames {a - b:+.1f} GB")
     if not compared:
         return Target(text, "not measured")
     return Target(text, "missed" if worse else "met", "; ".join(compared), "; ".join(worse))

@@ -178,11 +178,15 @@ class VambaForConditionalGeneration(nn.Module):
         vit_dtype = self.visual.patch_embed.proj.weight.dtype
         pieces, grid = [], None
         for f0 in range(0, frames.shape[0], step):
-            pixels, grid = patchify(frames[f0:f0 + step].to(self.device, non_blocking=True), vcfg.patch_size,
-                                    temporal, vcfg.spatial_merge_size)
-            pixels = pixels.to(vit_dtype)  # what the patch embedding casts to; the fp32 copy is not kept
-            pieces.append(encode_frames(self.visual, pixels, grid, self._block_fn))  # [m_piece, d]
-            del pixels
+            piece = frames[f0:f0 + step]
+            grid = VideoGrid(piece.shape[0] // temporal, piece.shape[1] // vcfg.patch_size,
+                             piece.shape[2] // vcfg.patch_size, vcfg.spatial_merge_size)  # as patchify's
+            # pixels cast to the ViT dtype (what the patch embedding casts to) and handed over as a temporary:
+            # neither the fp32 copy nor the cast one is held through the tower
+            pieces.append(encode_frames(self.visual, patchify(piece.to(self.device, non_blocking=True),
+                                                              vcfg.patch_size, temporal,
+                                                              vcfg.spatial_merge_size)[0].to(vit_dtype),
+                                        grid, self._block_fn))  # [m_piece, d]
         assert grid is not None
         tokens = pieces[0] if len(pieces) == 1 else torch.cat(pieces)  # [m, d]
         full = VideoGrid(frames.shape[0] // temporal, grid.h, grid.w, grid.merge)
@@ -245,6 +249,7 @@ class VambaForConditionalGeneration(nn.Module):
                 kv_bufs[i][1][:, :, written:written + m] = val
                 if i < len(self.layers) - 1:
                     v, states[i] = layer.video_update(v, states[i])
+            del v, k, val  # not held through the next piece's ViT passes
             written += m
             chunks += 1
         assert grid is not None

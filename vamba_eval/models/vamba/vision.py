@@ -174,8 +174,12 @@ def patch_embed(embed: torch.nn.Module, pixels: torch.Tensor) -> torch.Tensor:
 
 def encode_frames(visual: torch.nn.Module, pixels: torch.Tensor, grid: VideoGrid,
                   block_fn=vision_block) -> torch.Tensor:
-    """Merged video tokens [M, hidden]: the tower's modules, batched attention (see ``vision_block``)."""
+    """Merged video tokens [M, hidden]: the tower's modules, batched attention (see ``vision_block``).
+
+    Passed as a temporary (``encode_frames(visual, patchify(…)[0], …)``), the pixels are freed after the patch
+    embedding instead of being held through the tower."""
     x = patch_embed(visual.patch_embed, pixels)  # [t·h·w, C]
+    del pixels
     cos, sin = slice_rope(visual, grid)
     with vision_sdpa_backends():
         for block in visual.blocks:
