@@ -58,4 +58,17 @@ def gate_halves(gated_norm: Callable[..., Tensor], y: Tensor, x: Tensor, D: Tens
     return flat
 
 
-__all__ = ["gate_halves", "halves", "scan_halves"]
+def fused_halves(mixer: Any, kernels: Any, u: Tensor, norm: Optional[Callable[[Tensor], Tensor]], x: Tensor,
+                 dt: Tensor, A: Tensor, B: Tensor, C: Tensor, h0: Optional[Tensor]) -> tuple[Tensor, Tensor]:
+    """A ``Mamba2Mixer``'s scan → gated norm with the fused kernels (no autograd), both in halves: u the mixer's
+    input (``norm``: not normalised yet), x/dt/B/C from its conv → (gated y [b, l, d_inner], final state)."""
+    y, state = scan_halves(kernels.mamba2_scan_fwd, x, dt, A, B, C, mixer.chunk_size, h0)
+
+    def z_rows(s: int, e: int) -> Tensor:  # rows s:e of z [b, e - s, d_inner]
+        rows = u[:, s:e]
+        return mixer._in_proj_rows(rows if norm is None else norm(rows), 0, mixer.d_inner)
+
+    return gate_halves(kernels.gated_norm, y, x, mixer.D, z_rows, mixer.norm, u.dtype, mixer.chunk_size), state
+
+
+__all__ = ["fused_halves", "gate_halves", "halves", "scan_halves"]

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vamba_eval.models.vamba.backends import SSMBackend, select_backend
-from vamba_eval.models.vamba.mixer_halves import gate_halves, scan_halves
+from vamba_eval.models.vamba.mixer_halves import fused_halves
 from vamba_eval.models.vamba.scan_pieces import PIECE_TOKENS, needs_pieces, scan_in_pieces
 
 
@@ -242,26 +242,14 @@ class Mamba2Mixer(_MixerBase):
         if _use_fused(kernels.mamba2_scan_fwd, x, dt, B, C, h0):
             scan = kernels.mamba2_scan_fwd  # forward-only SSD kernels reading B/C in place
             if x.dtype == u.dtype and _use_fused(kernels.gated_norm, x, self.norm.weight):
-                return self._fused_halves(kernels, u, norm, x, dt, A, B, C, h0, conv_state)
+                y, ssm_state = fused_halves(self, kernels, u, norm, x, dt, A, B, C, h0)  # [b, l, d_inner]
+                return self.out_proj(y), MixerState(conv_state, ssm_state)
         if needs_pieces(l, self.scan_piece_tokens, x, dt, B, C, h0):  # training on long inputs: bounded memory
             y, ssm_state = scan_in_pieces(scan, x, dt, A, B, C, self.chunk_size, h0, self.scan_piece_tokens)
         else:
             y, ssm_state = scan(x, dt, A, B, C, self.chunk_size, h0)
         z = self._in_proj_rows(u if norm is None else norm(u), 0, self.d_inner)  # [b, l, d_inner]
         y = self._skip_and_norm(kernels, y, x, z, u.dtype)  # [b, l, d_inner]
-        return self.out_proj(y), MixerState(conv_state, ssm_state)
-
-    def _fused_halves(self, kernels: SSMBackend, u: Tensor, norm: Callable[[Tensor], Tensor] | None, x: Tensor,
-                      dt: Tensor, A: Tensor, B: Tensor, C: Tensor, h0: Tensor | None,
-                      conv_state: Tensor) -> tuple[Tensor, MixerState]:
-        """Inference with the fused scan and gated norm: scan, z and norm in two halves (``mixer_halves``)."""
-        y, ssm_state = scan_halves(kernels.mamba2_scan_fwd, x, dt, A, B, C, self.chunk_size, h0)
-
-        def z_rows(s: int, e: int) -> Tensor:  # [b, e - s, d_inner]
-            rows = u[:, s:e]
-            return self._in_proj_rows(rows if norm is None else norm(rows), 0, self.d_inner)
-
-        y = gate_halves(kernels.gated_norm, y, x, self.D, z_rows, self.norm, u.dtype, self.chunk_size)
         return self.out_proj(y), MixerState(conv_state, ssm_state)
 
     def _in_proj_rows(self, u: Tensor, start: int, width: int) -> Tensor:
