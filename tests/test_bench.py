@@ -100,7 +100,7 @@ def test_sweep_rows_complete_and_sane(cli_run: dict[str, Any]) -> None:
         streamed = r["model"] == "vamba" and r["mode"] != "train"  # 2 and 4 frames: one piece, one ViT pass
         assert (r.get("chunk_frames"), r.get("vit_chunk_frames")) == ((r["frames"], 8) if streamed else (None, None))
         assert r["schema"] == "vamba-eval-bench/1" and r["size"] == "tiny" and r["dtype"] == "float32"
-        assert r["frames_on"] == ("host" if r["model"] == "vamba" else "device")  # as `run` feeds each model
+        assert r["frames_on"] == "host"  # as `run` feeds both models
         assert r["gpu"].startswith("cpu") and "torch" in r["versions"] and "transformers" in r["versions"]
         assert r["date"] and "git_sha" in r and r["ceiling_tflops"] > 0
         assert r["resolution"] == "112x56" and r["frame_size"] == "112x56" and r["text_tokens"] == 12
@@ -264,8 +264,8 @@ def test_input_frames_pinned_on_the_host_only_where_the_subject_says() -> None:
 
     cpu = torch.zeros(2, 4, 4, 3, dtype=torch.uint8)
     assert input_frames(SimpleNamespace(frames_on="host"), cpu) is cpu  # already host memory: no copy
-    with pytest.raises(ValueError, match="vamba_frames_on"):
-        run_sweep(BenchOptions(models=("vamba",), frames=(2,), size="tiny", device="cpu", vamba_frames_on="gpu"))
+    with pytest.raises(ValueError, match="frames_on"):
+        run_sweep(BenchOptions(models=("vamba",), frames=(2,), size="tiny", device="cpu", frames_on="gpu"))
     if torch.cuda.is_available():
         gpu = cpu.cuda()
         host = input_frames(SimpleNamespace(frames_on="host"), gpu)
@@ -285,7 +285,7 @@ def test_page_renders_offline_and_rerenders(cli_run: dict[str, Any], tmp_path: P
                  "pinned host memory"):
         assert word in text
     flat = " ".join(text.split())
-    assert "qwen2vl device" in flat and "vamba host" in flat  # where each model's frames were held
+    assert "qwen2vl host" in flat and "vamba host" in flat  # where each model's frames were held
     assert "variant" in cli_run["output"] and "bench.html" in cli_run["output"]  # the short table, the paths
     res = CliRunner().invoke(make_app(), ["bench", "--render", str(cli_run["out"] / "bench.jsonl"),
                                           "--out", str(tmp_path)])
@@ -337,14 +337,29 @@ def test_memory_target_shows_a_small_difference_to_the_megabyte() -> None:
     assert mem.status == "met" and mem.measured == "256: 25.170 vs 25.189 GB" and not mem.gap
 
 
+def test_memory_target_compares_like_for_like_when_frames_were_held_differently() -> None:
+    """VAMBA's frames on the host against baseline rows that held theirs on the GPU (rows without ``frames_on``):
+    the baseline's frames (256 × 644 × 364 × 3 bytes) come out of its peak before the comparison, said so."""
+    base = {"size": "7b", "gpu": "NVIDIA H100 80GB HBM3", "ceiling_tflops": 790.0, "status": "ok", "mode": "prefill",
+            "frames": 256, "time_s": 1.0, "peak_reserved_gb": 26.0, "frame_size": "644x364"}
+    rows = [{**base, "model": "vamba", "variant": "compiled", "peak_alloc_gb": 25.1844, "frames_on": "host"},
+            {**base, "model": "qwen2vl", "variant": "sdpa", "peak_alloc_gb": 25.1887}]
+    mem = {x.text: x for x in evaluate_targets(rows)}["peak memory ≤ Qwen2-VL-7B's from 256 frames up"]
+    assert mem.status == "missed" and mem.gap == "256 frames +0.2 GB", mem
+    assert mem.measured == "256: 25.2 vs 25.0 GB (≈, Qwen2-VL's 0.18 GB of frames held on the GPU in its rows taken out)"
+    rows[1]["frames_on"] = "host"  # measured the same way: compared as measured
+    mem = {x.text: x for x in evaluate_targets(rows)}["peak memory ≤ Qwen2-VL-7B's from 256 frames up"]
+    assert mem.status == "met" and mem.measured == "256: 25.184 vs 25.189 GB"
+
+
 def test_cli_rejects_bad_input(tmp_path: Path) -> None:
     app, runner = make_app(), CliRunner()
     bad_mode = runner.invoke(app, ["bench", "--mode", "prefil", "--device", "cpu", "--size", "tiny"])
     assert bad_mode.exit_code == 2 and "prefil" in bad_mode.output
     bad_res = runner.invoke(app, ["bench", "--resolution", "640by360", "--device", "cpu", "--size", "tiny"])
     assert bad_res.exit_code == 2
-    bad_where = runner.invoke(app, ["bench", "--vamba-frames", "gpu", "--device", "cpu", "--size", "tiny"])
-    assert bad_where.exit_code == 2 and "vamba-frames" in bad_where.output and "host, device" in bad_where.output
+    bad_where = runner.invoke(app, ["bench", "--frames-on", "gpu", "--device", "cpu", "--size", "tiny"])
+    assert bad_where.exit_code == 2 and "frames-on" in bad_where.output and "host, device" in bad_where.output
     missing = runner.invoke(app, ["bench", "--render", str(tmp_path / "nope.jsonl")])
     assert missing.exit_code == 2 and "not found" in missing.output
     (tmp_path / "torn.jsonl").write_text('{"model": "vamba"}\n')

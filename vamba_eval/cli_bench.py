@@ -94,9 +94,10 @@ def bench_cmd(
     chunk_frames: Optional[int] = typer.Option(None, "--chunk-frames", min=1, help="VAMBA: frames per streamed "
                                                "piece (default: 32 below 512 frames, 64 from 512; smaller saves "
                                                "memory, costs time). Rows record the piece used."),
-    vamba_frames: str = typer.Option("host", "--vamba-frames", help="VAMBA's input frames: host (pinned; each "
-                                     "streamed piece is copied to the GPU when encoded, as `vamba-eval run` does) "
-                                     "| device (all on the GPU, as Qwen2-VL needs them). Rows record it."),
+    frames_on: str = typer.Option("host", "--frames-on", help="Input frames: host (pinned, copied to the GPU inside "
+                                  "the timed region as `vamba-eval run` feeds each model: VAMBA a streamed piece at "
+                                  "a time, Qwen2-VL all at once) | device (on the GPU beforehand, counted in the "
+                                  "peak: the accounting of rows before 2026-11-25 afternoon). Rows record it."),
     render: Optional[str] = typer.Option(None, "--render", help="Only re-render the page from these JSONL files "
                                          "(comma list); writes bench.html into --out or beside the first file."),
 ) -> None:
@@ -106,7 +107,7 @@ def bench_cmd(
         return
     opts = _options(models, frames, mode, resolution, size, device, dtype, repeats, backend, compile_video,
                     text_tokens, decode_tokens, paper_baseline, budget_s, point_budget_s, chunk_frames,
-                    vamba_frames)
+                    frames_on)
     folder = out or Path("runs") / "bench"
     rows = _run(opts, folder / JSONL)
     render_only([folder / JSONL], folder)
@@ -118,14 +119,14 @@ def bench_cmd(
 def _options(models: str, frames: str, mode: str, resolution: str, size: str, device: Optional[str],
              dtype: Optional[str], repeats: int, backend: str, compile_video: bool, text_tokens: int,
              decode_tokens: int, paper_baseline: bool, budget_s: Optional[float], point_budget_s: float,
-             chunk_frames: Optional[int] = None, vamba_frames: str = "host") -> "BenchOptions":
+             chunk_frames: Optional[int] = None, frames_on: str = "host") -> "BenchOptions":
     import torch
 
     from vamba_eval.bench.runner import FRAMES_ON, MODELS, MODES, SIZES, BenchOptions
 
     names, modes = _csv(models, "models"), _csv(mode, "mode")
     for values, allowed, what in ((names, MODELS, "models"), (modes, MODES, "mode"), ([size], SIZES, "size"),
-                                  ([vamba_frames], FRAMES_ON, "vamba-frames")):
+                                  ([frames_on], FRAMES_ON, "frames-on")):
         bad = [v for v in values if v not in allowed]
         if bad:
             _fail(f"--{what}: unknown {', '.join(bad)}; choose from {', '.join(allowed)}")
@@ -136,7 +137,7 @@ def _options(models: str, frames: str, mode: str, resolution: str, size: str, de
                         resolution=_resolution(resolution), size=size, device=device, dtype=dtype, repeats=repeats,
                         backend=backend, compile=compile_video, text_tokens=text_tokens, decode_tokens=decode_tokens,
                         paper_baseline=paper_baseline, budget_s=budget_s, point_budget_s=point_budget_s,
-                        chunk_frames=chunk_frames, vamba_frames_on=vamba_frames)
+                        chunk_frames=chunk_frames, frames_on=frames_on)
 
 
 def _run(opts: "BenchOptions", jsonl: Path) -> list[dict]:

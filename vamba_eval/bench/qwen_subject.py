@@ -54,7 +54,7 @@ def _step_clock(device: torch.device) -> Any:
 
 class QwenSubject:
     name = "qwen2vl"
-    frames_on = "device"  # its one forward patchifies every frame on the GPU
+    frames_on = "host"  # as `run` feeds it: frames copied to the GPU for the patchify, pixel values kept there
 
     def __init__(self, raw: dict[str, Any], device: torch.device, dtype: torch.dtype, seed: int,
                  paper_variant: bool = True) -> None:
@@ -85,8 +85,8 @@ class QwenSubject:
     def inputs(self, frames: torch.Tensor, prompt: Prompt) -> dict[str, torch.Tensor]:
         from vamba_eval.models.vamba.vision import patchify
 
-        pixels, grid = patchify(frames, self.vcfg.patch_size, self.vcfg.temporal_patch_size,
-                                self.vcfg.spatial_merge_size)
+        pixels, grid = patchify(frames.to(self.device, non_blocking=True), self.vcfg.patch_size,
+                                self.vcfg.temporal_patch_size, self.vcfg.spatial_merge_size)  # as the adapter does
         ids = prompt.ids(self.video_pad, grid.num_tokens)
         out = {"input_ids": ids, "attention_mask": torch.ones_like(ids),
                "pixel_values_videos": pixels.to(self.dtype), "video_grid_thw": grid.thw().to(self.device)}

@@ -69,9 +69,10 @@ class BenchOptions:
     # recompile — e.g. the last, shorter streamed piece of 3,600 frames — and a median of two would include it)
     warm_each_point: Optional[bool] = None
     chunk_frames: Optional[int] = None  # VAMBA's streamed piece (frames); None: the model's auto_chunk_frames
-    # where VAMBA's input frames live: "host" (pinned; each streamed piece is copied over when it is encoded, as
-    # `vamba-eval run` feeds the model) or "device" (all on the GPU, as Qwen2-VL's one forward needs them)
-    vamba_frames_on: str = "host"
+    # where the input frames live: "host" (pinned; copied to the GPU inside the timed region — VAMBA one streamed
+    # piece at a time, Qwen2-VL all at once for its patchify — as `vamba-eval run` feeds both) or "device" (all on
+    # the GPU before the point, the accounting of the rows before 2026-11-25 afternoon)
+    frames_on: str = "host"
     fault_hook: Optional[Callable[[Point], None]] = field(default=None, repr=False)  # tests: simulate faults
 
 
@@ -98,14 +99,15 @@ def build_subject(name: str, raw: dict[str, Any], opts: BenchOptions, device: to
     if name == "vamba":
         from vamba_eval.bench.subjects import VambaSubject
 
-        subject = VambaSubject(raw, device, dtype, opts.backend, opts.compile, opts.seed, opts.chunk_frames)
-        subject.frames_on = opts.vamba_frames_on
-        return subject
-    if name == "qwen2vl":
+        subject: Any = VambaSubject(raw, device, dtype, opts.backend, opts.compile, opts.seed, opts.chunk_frames)
+    elif name == "qwen2vl":
         from vamba_eval.bench.qwen_subject import QwenSubject
 
-        return QwenSubject(raw, device, dtype, opts.seed, paper_variant=opts.paper_baseline)
-    raise ValueError(f"unknown model {name!r}; choose from {MODELS}")
+        subject = QwenSubject(raw, device, dtype, opts.seed, paper_variant=opts.paper_baseline)
+    else:
+        raise ValueError(f"unknown model {name!r}; choose from {MODELS}")
+    subject.frames_on = opts.frames_on
+    return subject
 
 
 def point_flops(point: Point, raw: dict[str, Any], hw: tuple[int, int], opts: BenchOptions) -> F.Flops:
@@ -132,8 +134,8 @@ class Sweep:
         from vamba_eval.models.base import resolve_dtype
 
         bad = [m for m in opts.modes if m not in MODES] + [m for m in opts.models if m not in MODELS]
-        if opts.vamba_frames_on not in FRAMES_ON:
-            raise ValueError(f"vamba_frames_on must be one of {FRAMES_ON}, got {opts.vamba_frames_on!r}")
+        if opts.frames_on not in FRAMES_ON:
+            raise ValueError(f"frames_on must be one of {FRAMES_ON}, got {opts.frames_on!r}")
         if bad or not opts.frames or min(opts.frames) < 1:
             raise ValueError(f"bad models/modes/frames: {bad or opts.frames}; models {MODELS}, modes {MODES}")
         self.opts, self.out, self.echo = opts, out, echo

@@ -94,7 +94,7 @@ class VambaSubject:
     """VAMBA through ``VambaForConditionalGeneration`` (random weights)."""
 
     name = "vamba"
-    frames_on = "host"  # the input video stays in (pinned) host memory; encode_video copies each piece over
+    frames_on = "host"  # as `run` feeds it: the video stays in host memory, encode_video copies each piece over
 
     def __init__(self, raw: dict[str, Any], device: torch.device, dtype: torch.dtype, backend: Optional[str],
                  compile_video: bool, seed: int, chunk_frames: Optional[int] = None) -> None:
