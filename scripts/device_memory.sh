@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # VAMBA-7B prefill memory on the GPU (issue 7's "memory ≤ Qwen2-VL's from 256 frames up"): streamed-piece size,
 # ViT piece size, the released last-layer mixer; peak of the encode and of the text pass per point
-# (benchmarks/vamba_prefill.py, compiled). Device tool: carry .gpu_carry and runs/bench_wheels.
+# (benchmarks/vamba_prefill.py, compiled). Device tool: carry .gpu_carry (PyAV's wheel not needed:
+# leave it out if the tree + carry pass 64 MiB) and runs/bench_wheels.
 # Env: FRAMES (compiled frame counts, default 256,1024,3600), POINTS (extra FRAMES:CHUNK:VIT points),
 # KEEP_MIXER=1 (one more run of FRAMES with the last mixer allocated, as before the release), FRAMES_ON (host |
 # device: where the input frames are held), KERNEL_TIME=1 (per point, GPU kernel time vs wall under the profiler,

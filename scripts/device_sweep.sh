@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The full `vamba-eval bench` sweep on the GPU for one model (issue 7's committed results), then optionally
-# a kernel profile of the SSD scans. Device tool: carry .gpu_carry and runs/bench_wheels.
+# a kernel profile of the SSD scans. Device tool: carry .gpu_carry (PyAV's wheel not needed:
+# leave it out if the tree + carry pass 64 MiB) and runs/bench_wheels.
 # The device's copy of the tree may carry a stale .git: put GIT_SHA=<the commit> in the command so that the
 # rows' git_sha is right (vamba_eval.bench reads it first).
 # Usage: MODEL=vamba|qwen2vl [FRAMES=…] [MODES=prefill,decode,train] [BUDGET=420] [SSD_PROFILE=1] [SSD_TUNE=1] [GPU_TESTS=1] bash scripts/device_sweep.sh
