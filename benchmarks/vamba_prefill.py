@@ -71,12 +71,16 @@ def prefill(model, frames: torch.Tensor, ids: torch.Tensor, chunk: int | None):
     return video, cache, logits
 
 
-def time_prefill(model, n_frames: int, chunk: int | None, repeats: int, vit_chunk: int | None = None) -> dict:
-    g = torch.Generator(device="cuda").manual_seed(n_frames)
+def make_inputs(n_frames: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random uint8 frames (where --frames-on says) and prompt ids."""
+    g = torch.Generator(device="cuda").manual_seed(seed)
     frames = torch.randint(0, 256, (n_frames, H, W, 3), dtype=torch.uint8, device="cuda", generator=g)
     ids = torch.randint(0, 150000, (1, TEXT_TOKENS), device="cuda", generator=g)
-    if FRAMES_ON == "host":
-        frames = frames.cpu().pin_memory()
+    return (frames.cpu().pin_memory() if FRAMES_ON == "host" else frames), ids
+
+
+def time_prefill(model, n_frames: int, chunk: int | None, repeats: int, vit_chunk: int | None = None) -> dict:
+    frames, ids = make_inputs(n_frames, n_frames)
     default_vit = model.vit_chunk_frames
     model.vit_chunk_frames = vit_chunk or default_vit
     try:
@@ -152,11 +156,7 @@ def kernel_time(model, frames: torch.Tensor, ids: torch.Tensor, chunk: int | Non
 def memory_trace(model, n_frames: int, top: int = 25) -> None:
     """Record every CUDA allocation of one prefill at ``n_frames`` (default pieces, frames as --frames-on says),
     replay the trace and print what was live at its peak: the largest blocks with the code that made them."""
-    g = torch.Generator(device="cuda").manual_seed(n_frames)
-    frames = torch.randint(0, 256, (n_frames, H, W, 3), dtype=torch.uint8, device="cuda", generator=g)
-    ids = torch.randint(0, 150000, (1, TEXT_TOKENS), device="cuda", generator=g)
-    if FRAMES_ON == "host":
-        frames = frames.cpu().pin_memory()
+    frames, ids = make_inputs(n_frames, n_frames)
     prefill(model, frames, ids, None)  # this shape compiled and warm
     torch.cuda.synchronize()
     torch.cuda.memory._record_memory_history(max_entries=2_000_000)

@@ -26,7 +26,7 @@ from vamba_eval.models.vamba.backends import SSMBackend, select_backend
 from vamba_eval.models.vamba.config import VambaConfig
 from vamba_eval.models.vamba.layers import KV, Qwen2VLRMSNorm, VambaDecoderLayer
 from vamba_eval.models.vamba.mixers import MambaBlock, MixerState
-from vamba_eval.models.vamba.vision import (VideoGrid, check_frames, encode_frames, pad_temporal, patchify,
+from vamba_eval.models.vamba.vision import (VideoGrid, check_frames, encode_frames, frames_grid, pad_temporal, patchify,
                                             split_block_fn, vision_block)
 
 DEFAULT_STREAM_THRESHOLD = 64  # frames: stream past this many
@@ -176,20 +176,18 @@ class VambaForConditionalGeneration(nn.Module):
         temporal = vcfg.temporal_patch_size
         step = max(temporal, vit_frames - vit_frames % temporal)
         vit_dtype = self.visual.patch_embed.proj.weight.dtype
-        pieces, grid = [], None
+        pieces = []
         for f0 in range(0, frames.shape[0], step):
             piece = frames[f0:f0 + step]
-            grid = VideoGrid(piece.shape[0] // temporal, piece.shape[1] // vcfg.patch_size,
-                             piece.shape[2] // vcfg.patch_size, vcfg.spatial_merge_size)  # as patchify's
+            grid = frames_grid(piece.shape, vcfg.patch_size, temporal, vcfg.spatial_merge_size)
             # pixels cast to the ViT dtype (what the patch embedding casts to) and handed over as a temporary:
             # neither the fp32 copy nor the cast one is held through the tower
             pieces.append(encode_frames(self.visual, patchify(piece.to(self.device, non_blocking=True),
                                                               vcfg.patch_size, temporal,
                                                               vcfg.spatial_merge_size)[0].to(vit_dtype),
                                         grid, self._block_fn))  # [m_piece, d]
-        assert grid is not None
         tokens = pieces[0] if len(pieces) == 1 else torch.cat(pieces)  # [m, d]
-        full = VideoGrid(frames.shape[0] // temporal, grid.h, grid.w, grid.merge)
+        full = frames_grid(frames.shape, vcfg.patch_size, temporal, vcfg.spatial_merge_size)
         return tokens.unsqueeze(0).to(self.dtype), full  # [1, m, d]
 
     def _video_rope(self, v: torch.Tensor, grid: VideoGrid, t0: int, t1: int) -> Optional[KV]:

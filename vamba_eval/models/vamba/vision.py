@@ -70,20 +70,26 @@ def pad_temporal(frames: torch.Tensor, temporal: int) -> torch.Tensor:
     return torch.cat([frames, frames[-1:].expand(temporal - rem, *frames.shape[1:])], dim=0)
 
 
+def frames_grid(shape: tuple[int, ...], patch: int = 14, temporal: int = 2, merge: int = 2) -> VideoGrid:
+    """The token grid of frames [T, H, W, 3] (T a multiple of ``temporal``), as ``patchify`` makes it."""
+    return VideoGrid(shape[0] // temporal, shape[1] // patch, shape[2] // patch, merge)
+
+
 def patchify(frames: torch.Tensor, patch: int = 14, temporal: int = 2, merge: int = 2) -> tuple[torch.Tensor, VideoGrid]:
     """uint8 frames [T, H, W, 3] → (pixel patches [t·h·w, 3·temporal·patch²], grid)."""
     frames = pad_temporal(frames, temporal)
+    grid = frames_grid(frames.shape, patch, temporal, merge)
     T, H, W, C = frames.shape
     x = frames.permute(0, 3, 1, 2).float().div_(255.0)  # [T, C, H, W]
     mean = torch.tensor(IMAGE_MEAN, device=x.device).view(1, C, 1, 1)
     std = torch.tensor(IMAGE_STD, device=x.device).view(1, C, 1, 1)
     x = (x - mean) / std
-    gt, gh, gw = T // temporal, H // patch, W // patch
+    gt, gh, gw = grid.t, grid.h, grid.w
     x = x.reshape(gt, temporal, C, gh // merge, merge, patch, gw // merge, merge, patch)
     # (gt, gh/m, gw/m, mh, mw, C, temporal, ph, pw)
     x = x.permute(0, 3, 6, 4, 7, 2, 1, 5, 8)
     x = x.reshape(gt * gh * gw, C * temporal * patch * patch)  # [tokens_before_merge, patch_dim]
-    return x, VideoGrid(gt, gh, gw, merge)
+    return x, grid
 
 
 def run_vision_tower(visual: torch.nn.Module, pixels: torch.Tensor, grid_thw: torch.Tensor) -> torch.Tensor:
