@@ -79,16 +79,19 @@ def make_inputs(n_frames: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     return (frames.cpu().pin_memory() if FRAMES_ON == "host" else frames), ids
 
 
-def time_prefill(model, n_frames: int, chunk: int | None, repeats: int, vit_chunk: int | None = None) -> dict:
+def time_prefill(model, n_frames: int, chunk: int | None, repeats: int, vit_chunk: int | None = None,
+                 tail: bool | None = None) -> dict:
     frames, ids = make_inputs(n_frames, n_frames)
-    default_vit = model.vit_chunk_frames
+    default_vit, default_tail = model.vit_chunk_frames, model.stream_tail
     model.vit_chunk_frames = vit_chunk or default_vit
+    model.stream_tail = default_tail if tail is None else tail
     try:
         vit = model.vit_frames_for(model.chunk_frames_for(n_frames, chunk))
-        row = {**_time_prefill(model, frames, ids, chunk, repeats), "vit_chunk_frames": vit, "frames_on": FRAMES_ON}
+        row = {**_time_prefill(model, frames, ids, chunk, repeats), "vit_chunk_frames": vit, "frames_on": FRAMES_ON,
+               "tail": model.tail_for(n_frames, chunk)}
         return {**row, **(kernel_time(model, frames, ids, chunk) if KERNEL_TIME else {})}
     finally:
-        model.vit_chunk_frames = default_vit
+        model.vit_chunk_frames, model.stream_tail = default_vit, default_tail
 
 
 def _time_prefill(model, frames: torch.Tensor, ids: torch.Tensor, chunk: int | None, repeats: int) -> dict:
@@ -227,9 +230,9 @@ def profile(model, n_frames: int, out: Path) -> None:
 def run_plan(model, plan: list, env: dict, args) -> list[dict]:
     rows = []
     with open(args.out, "a") as fh:
-        for n, chunk, vit in plan:
+        for n, chunk, vit, tail in plan:
             try:
-                row = {**env, **time_prefill(model, n, chunk, args.repeats if n <= 256 else 2, vit)}
+                row = {**env, **time_prefill(model, n, chunk, args.repeats if n <= 256 else 2, vit, tail)}
             except torch.cuda.OutOfMemoryError as err:
                 row = {**env, "frames": n, "chunk_frames": chunk, "vit_chunk_frames": vit,
                        "oom": str(err).splitlines()[0]}
@@ -241,15 +244,21 @@ def run_plan(model, plan: list, env: dict, args) -> list[dict]:
     return rows
 
 
-def make_plan(counts: list[int], args, points: str = "") -> list[tuple[int, int | None, int | None]]:
-    """(frames, chunk, vit chunk): each count with the defaults, the extra sizes at the largest count, then
-    ``points`` (comma list of FRAMES:CHUNK:VIT, empty fields = the default)."""
-    extra = [(counts[-1], int(c), None) for c in args.chunks.split(",") if c]
-    extra += [(counts[-1], None, int(v)) for v in args.vit_chunks.split(",") if v]
+TAILS = {"": None, "auto": None, "on": True, "off": False}
+
+
+def make_plan(counts: list[int], args, points: str = "") -> list[tuple[int, int | None, int | None, bool | None]]:
+    """(frames, chunk, vit chunk, tail): each count with the defaults, the extra sizes at the largest count, then
+    ``points`` (comma list of FRAMES:CHUNK:VIT:TAIL, empty fields = the default; TAIL on | off | auto)."""
+    extra: list[tuple[int, int | None, int | None, bool | None]] = [
+        (counts[-1], int(c), None, None) for c in args.chunks.split(",") if c]
+    extra += [(counts[-1], None, int(v), None) for v in args.vit_chunks.split(",") if v]
     for point in filter(None, points.split(",")):
-        n, chunk, vit = (point.split(":") + ["", ""])[:3]
-        extra.append((int(n), int(chunk) if chunk else None, int(vit) if vit else None))
-    return [(n, None, None) for n in counts] + extra
+        n, chunk, vit, tail = (point.split(":") + ["", "", ""])[:4]
+        if tail not in TAILS:
+            raise SystemExit(f"--points {point!r}: TAIL must be one of on, off, auto (or empty), got {tail!r}")
+        extra.append((int(n), int(chunk) if chunk else None, int(vit) if vit else None, TAILS[tail]))
+    return [(n, None, None, None) for n in counts] + extra
 
 
 def main() -> None:
@@ -259,8 +268,9 @@ def main() -> None:
                     "(of --frames, and of --compile)")
     ap.add_argument("--vit-chunks", default="", help="extra ViT piece sizes (frames) to try at the largest frame "
                     "count (of --frames, and of --compile)")
-    ap.add_argument("--points", default="", help="extra compiled points: comma list of FRAMES:CHUNK:VIT (empty "
-                    "fields = the default), e.g. 256:64:64,1024::32")
+    ap.add_argument("--points", default="", help="extra compiled points: comma list of FRAMES:CHUNK:VIT:TAIL "
+                    "(empty fields = the default; TAIL on|off cuts the last piece in halves or not), e.g. "
+                    "256:64:64,1024::32,256:::off")
     ap.add_argument("--keep-last-mixer", action="store_true", help="allocate the last layer's video mixer, which "
                     "the prefill never runs (the suite releases it)")
     ap.add_argument("--backend", default=None)
@@ -328,7 +338,7 @@ def main() -> None:
             memory_trace(model, args.memory_trace)
     print(f"\n{env['gpu']} · torch {env['versions'].get('torch')} · backend {env['backend']} "
           f"(fused ops: {', '.join(env['fused_ops']) or 'off'}) · {W}x{H} bf16")
-    print(f"{'variant':>9} {'frames':>7} {'tokens':>8} {'chunk':>6} {'vit':>4} {'prefill s':>10} {'peak GB':>8} "
+    print(f"{'variant':>9} {'frames':>7} {'tokens':>8} {'chunk':>6} {'vit':>4} {'tail':>4} {'prefill s':>10} {'peak GB':>8} "
           f"{'encode/text GB':>15} {'decode tok/s':>13} {'GPU kernels s':>14}")
     for r in rows:
         if "oom" in r:
@@ -336,7 +346,8 @@ def main() -> None:
             continue
         split = f"{r['peak_encode_gb']:.2f}/{r['peak_text_gb']:.2f}"
         print(f"{r['variant']:>9} {r['frames']:>7} {r['video_tokens']:>8} {r['chunk_frames']:>6} "
-              f"{r['vit_chunk_frames']:>4} {r['prefill_s_median']:>10.2f} {r['peak_alloc_gb']:>8.2f} {split:>15} "
+              f"{r['vit_chunk_frames']:>4} {'on' if r['tail'] else 'off':>4} {r['prefill_s_median']:>10.2f} "
+              f"{r['peak_alloc_gb']:>8.3f} {split:>15} "
               f"{r['decode_tok_per_s']:>13.1f} {r.get('gpu_kernel_s', float('nan')):>14.2f}")
 
 

@@ -99,6 +99,7 @@ def test_sweep_rows_complete_and_sane(cli_run: dict[str, Any]) -> None:
         assert r["status"] == "ok", r
         streamed = r["model"] == "vamba" and r["mode"] != "train"  # 2 and 4 frames: one piece, one ViT pass
         assert (r.get("chunk_frames"), r.get("vit_chunk_frames")) == ((r["frames"], 8) if streamed else (None, None))
+        assert r.get("tail") == (0 if streamed else None)  # one piece: nothing to cut
         assert r["schema"] == "vamba-eval-bench/1" and r["size"] == "tiny" and r["dtype"] == "float32"
         assert r["frames_on"] == "host"  # as `run` feeds both models
         assert r["gpu"].startswith("cpu") and "torch" in r["versions"] and "transformers" in r["versions"]
@@ -253,7 +254,7 @@ def test_chunk_frames_reaches_the_model_and_the_rows(tmp_path: Path) -> None:
     opts = BenchOptions(models=("vamba",), frames=(8,), modes=("prefill",), resolution=(112, 56), size="tiny",
                         device="cpu", repeats=1, text_tokens=8, chunk_frames=2)
     (row,) = run_sweep(opts, tmp_path / "bench.jsonl", echo=lambda s: None)
-    assert row["status"] == "ok" and row["chunk_frames"] == 2 and row["vit_chunk_frames"] == 8
+    assert row["status"] == "ok" and row["chunk_frames"] == 2 and row["vit_chunk_frames"] == 8 and row["tail"] == 0
     assert row["phase_s"]["chunks"] == 4  # 8 frames streamed 2 at a time
 
 

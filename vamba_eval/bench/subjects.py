@@ -124,9 +124,11 @@ class VambaSubject:
         return ["compiled" if self.compiled else "eager"]
 
     def stream_info(self, frames: int) -> dict[str, int]:
-        """The streamed piece and the ViT pass (frames) that ``encode_video`` uses for ``frames`` frames."""
+        """The streamed piece and the ViT pass (frames) that ``encode_video`` uses for ``frames`` frames, and
+        whether its last piece is cut in halves (``tail``: 1 or 0)."""
         chunk = self.model.chunk_frames_for(frames)
-        return {"chunk_frames": chunk, "vit_chunk_frames": self.model.vit_frames_for(chunk)}
+        return {"chunk_frames": chunk, "vit_chunk_frames": self.model.vit_frames_for(chunk),
+                "tail": int(self.model.tail_for(frames))}
 
     def prefill(self, frames: torch.Tensor, prompt: Prompt, variant: str) -> Any:
         """encode_video + the prompt through every layer (last-token logits) → the VideoContext."""

@@ -26,6 +26,7 @@ from vamba_eval.models.vamba.backends import SSMBackend, select_backend
 from vamba_eval.models.vamba.config import VambaConfig
 from vamba_eval.models.vamba.layers import KV, Qwen2VLRMSNorm, VambaDecoderLayer
 from vamba_eval.models.vamba.mixers import MambaBlock, MixerState
+from vamba_eval.models.vamba.streaming import KVPieces, piece_spans, piece_vit_frames
 from vamba_eval.models.vamba.vision import (VideoGrid, check_frames, encode_frames, frames_grid, pad_temporal, patchify,
                                             split_block_fn, vision_block)
 
@@ -114,6 +115,7 @@ class VambaForConditionalGeneration(nn.Module):
         self.stream_threshold = DEFAULT_STREAM_THRESHOLD
         self.chunk_frames: Optional[int] = None  # None: auto_chunk_frames per video
         self.vit_chunk_frames: Optional[int] = None  # None: auto_vit_chunk_frames of the streamed piece
+        self.stream_tail: Optional[bool] = None  # None: tail_for decides per video
         self.inference_only = False  # set by release_unused_video_mixer
         self.ssm_backend = backend or select_backend(None, torch.device("cpu"))
         self.set_ssm_backend(self.ssm_backend)
@@ -221,45 +223,49 @@ class VambaForConditionalGeneration(nn.Module):
 
         Exactly equal to the unchunked computation: the ViT attends within 2-frame slices and each
         layer's Mamba carries its conv/SSM state across chunks. The last layer's video update is
-        never read, so it is skipped.
+        never read, so it is skipped. The K/V cache grows piece by piece and each layer's SSM state is
+        dropped once the last piece has passed it (``streaming``: the peak is at the last piece).
         """
         vcfg = self.hf_config.vision_config
+        temporal = vcfg.temporal_patch_size
         frames = torch.as_tensor(frames)
         check_frames(frames, vcfg.patch_size, vcfg.spatial_merge_size)
-        frames = pad_temporal(frames, vcfg.temporal_patch_size)
+        frames = pad_temporal(frames, temporal)
         per_chunk = self._chunk_slices(frames.shape[0], chunk_frames)
-        n_slices = frames.shape[0] // vcfg.temporal_patch_size
-        kv_bufs: list[KV] = []
+        n_slices = frames.shape[0] // temporal
+        spans = piece_spans(n_slices, per_chunk, self.tail_for(frames.shape[0], chunk_frames))
+        kv = KVPieces(len(self.layers))
         states: list[Optional[MixerState]] = [None] * len(self.layers)
-        t_start, written, chunks, grid = time.perf_counter(), 0, 0, None
-        vit_frames = self.vit_frames_for(per_chunk * vcfg.temporal_patch_size)
-        for s0 in range(0, n_slices, per_chunk):
-            s1 = min(n_slices, s0 + per_chunk)
-            v, grid = self._vision_tokens(frames[s0 * vcfg.temporal_patch_size: s1 * vcfg.temporal_patch_size],
-                                          vit_frames)
-            if not kv_bufs:
-                kv_bufs = self._alloc_kv(n_slices * grid.tokens_per_slice)
+        t_start, written, grid = time.perf_counter(), 0, None
+        vit_frames = self.vit_frames_for(per_chunk * temporal)
+        for s0, s1 in spans:
+            last = s1 == n_slices
+            v, grid = self._vision_tokens(frames[s0 * temporal: s1 * temporal],
+                                          piece_vit_frames(vit_frames, (s1 - s0) * temporal, per_chunk * temporal,
+                                                           temporal))
             rope = self._video_rope(v, grid, s0, s1)
-            m = v.shape[1]
             for i, layer in enumerate(self.layers):
-                k, val = layer.video_kv(v, rope)
-                kv_bufs[i][0][:, :, written:written + m] = k
-                kv_bufs[i][1][:, :, written:written + m] = val
+                kv.add(i, *layer.video_kv(v, rope))
                 if i < len(self.layers) - 1:
                     v, states[i] = layer.video_update(v, states[i])
-            del v, k, val  # not held through the next piece's ViT passes
-            written += m
-            chunks += 1
+                    if last:  # nothing reads this layer's state again
+                        states[i] = None
+            del v  # not held through the next piece's ViT passes
+            written += grid.num_tokens
         assert grid is not None
         full = VideoGrid(n_slices, grid.h, grid.w, grid.merge)
-        return VideoContext(kv_bufs, full, written, chunks, {"encode_s": time.perf_counter() - t_start})
+        return VideoContext(kv.join(), full, written, len(spans), {"encode_s": time.perf_counter() - t_start})
 
-    def _alloc_kv(self, m: int) -> list[KV]:
-        cfg = self.hf_config.text_config
-        hd = cfg.hidden_size // cfg.num_attention_heads
-        shape = (1, cfg.num_key_value_heads, m, hd)
-        return [(torch.empty(shape, dtype=self.dtype, device=self.device),
-                 torch.empty(shape, dtype=self.dtype, device=self.device)) for _ in self.layers]
+    def tail_for(self, total_frames: int, chunk_frames: Optional[int] = None) -> bool:
+        """Whether the last streamed piece is cut in halves of halves: ``stream_tail`` if set, else (auto) for the
+        videos that stream in the smallest auto piece (65–511 frames), whose K/V cache is small next to a piece's
+        transients. Past that the 64-frame pieces' transients are a few % of the cache and the extra pieces cost
+        time (host work per piece and layer)."""
+        if self.stream_tail is not None:
+            return self.stream_tail
+        if chunk_frames is not None or self.chunk_frames is not None:
+            return False
+        return self.stream_threshold < total_frames and auto_chunk_frames(total_frames) == MIN_AUTO_CHUNK_FRAMES
 
     # --- text stream ---------------------------------------------------------------------
     def _text_rope(self, h: torch.Tensor, start: int) -> tuple[KV, Optional[KV]]:
