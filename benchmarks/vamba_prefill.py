@@ -80,18 +80,21 @@ def make_inputs(n_frames: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def time_prefill(model, n_frames: int, chunk: int | None, repeats: int, vit_chunk: int | None = None,
-                 tail: bool | None = None) -> dict:
+                 tail: bool | int | None = None) -> dict:
+    """``tail``: None (the model's choice), False, True or the tail's smallest piece in temporal slices."""
     frames, ids = make_inputs(n_frames, n_frames)
-    default_vit, default_tail = model.vit_chunk_frames, model.stream_tail
+    default_vit, default_tail, default_min = model.vit_chunk_frames, model.stream_tail, model.tail_min_slices
     model.vit_chunk_frames = vit_chunk or default_vit
-    model.stream_tail = default_tail if tail is None else tail
+    model.stream_tail = default_tail if tail is None else bool(tail)
+    if tail is not None and not isinstance(tail, bool):
+        model.tail_min_slices = tail
     try:
         vit = model.vit_frames_for(model.chunk_frames_for(n_frames, chunk))
         row = {**_time_prefill(model, frames, ids, chunk, repeats), "vit_chunk_frames": vit, "frames_on": FRAMES_ON,
-               "tail": model.tail_for(n_frames, chunk)}
+               "tail": model.tail_for(n_frames, chunk), "tail_min_slices": model.tail_min_slices}
         return {**row, **(kernel_time(model, frames, ids, chunk) if KERNEL_TIME else {})}
     finally:
-        model.vit_chunk_frames, model.stream_tail = default_vit, default_tail
+        model.vit_chunk_frames, model.stream_tail, model.tail_min_slices = default_vit, default_tail, default_min
 
 
 def _time_prefill(model, frames: torch.Tensor, ids: torch.Tensor, chunk: int | None, repeats: int) -> dict:
@@ -178,8 +181,11 @@ def memory_trace(model, n_frames: int, top: int = 25) -> None:
                 peak, at_peak = total, dict(live)
         elif ev["action"] in ("free_requested",) and ev["addr"] in live:
             total -= live.pop(ev["addr"])[0]
-    kv = [v for v in at_peak.values() if any(f["name"] == "_alloc_kv" for f in v[1])]
-    rest = [v for v in at_peak.values() if not any(f["name"] == "_alloc_kv" for f in v[1])]
+    def is_kv(frames_: list) -> bool:  # the pieces' K/V (project_kv) and the joined per-layer buffers (_join)
+        return any(f["name"] in ("project_kv", "_join") for f in frames_)
+
+    kv = [v for v in at_peak.values() if is_kv(v[1])]
+    rest = [v for v in at_peak.values() if not is_kv(v[1])]
     print(f"memory trace, {n_frames} frames: peak {peak / 1e9:.3f} GB above the allocations made before it "
           f"({len(at_peak)} blocks live then): the K/V cache {sum(s for s, _ in kv) / 1e9:.3f} GB in {len(kv)} "
           f"blocks, the rest {sum(s for s, _ in rest) / 1e9:.3f} GB; the largest of the rest:", flush=True)
@@ -247,17 +253,19 @@ def run_plan(model, plan: list, env: dict, args) -> list[dict]:
 TAILS = {"": None, "auto": None, "on": True, "off": False}
 
 
-def make_plan(counts: list[int], args, points: str = "") -> list[tuple[int, int | None, int | None, bool | None]]:
+def make_plan(counts: list[int], args, points: str = "") -> list[tuple[int, int | None, int | None, bool | int | None]]:
     """(frames, chunk, vit chunk, tail): each count with the defaults, the extra sizes at the largest count, then
     ``points`` (comma list of FRAMES:CHUNK:VIT:TAIL, empty fields = the default; TAIL on | off | auto)."""
-    extra: list[tuple[int, int | None, int | None, bool | None]] = [
+    extra: list[tuple[int, int | None, int | None, bool | int | None]] = [
         (counts[-1], int(c), None, None) for c in args.chunks.split(",") if c]
     extra += [(counts[-1], None, int(v), None) for v in args.vit_chunks.split(",") if v]
     for point in filter(None, points.split(",")):
         n, chunk, vit, tail = (point.split(":") + ["", "", ""])[:4]
-        if tail not in TAILS:
-            raise SystemExit(f"--points {point!r}: TAIL must be one of on, off, auto (or empty), got {tail!r}")
-        extra.append((int(n), int(chunk) if chunk else None, int(vit) if vit else None, TAILS[tail]))
+        if tail not in TAILS and not tail.isdigit():
+            raise SystemExit(f"--points {point!r}: TAIL must be on, off, auto, empty or the tail's smallest piece "
+                             f"in temporal slices, got {tail!r}")
+        extra.append((int(n), int(chunk) if chunk else None, int(vit) if vit else None,
+                      TAILS[tail] if tail in TAILS else int(tail)))
     return [(n, None, None, None) for n in counts] + extra
 
 
@@ -269,8 +277,8 @@ def main() -> None:
     ap.add_argument("--vit-chunks", default="", help="extra ViT piece sizes (frames) to try at the largest frame "
                     "count (of --frames, and of --compile)")
     ap.add_argument("--points", default="", help="extra compiled points: comma list of FRAMES:CHUNK:VIT:TAIL "
-                    "(empty fields = the default; TAIL on|off cuts the last piece in halves or not), e.g. "
-                    "256:64:64,1024::32,256:::off")
+                    "(empty fields = the default; TAIL on|off cuts the last piece in halves or not, N: down to N "
+                    "slices), e.g. 256:64:64,1024::32,256:::off,256:::4")
     ap.add_argument("--keep-last-mixer", action="store_true", help="allocate the last layer's video mixer, which "
                     "the prefill never runs (the suite releases it)")
     ap.add_argument("--backend", default=None)
@@ -346,7 +354,7 @@ def main() -> None:
             continue
         split = f"{r['peak_encode_gb']:.2f}/{r['peak_text_gb']:.2f}"
         print(f"{r['variant']:>9} {r['frames']:>7} {r['video_tokens']:>8} {r['chunk_frames']:>6} "
-              f"{r['vit_chunk_frames']:>4} {'on' if r['tail'] else 'off':>4} {r['prefill_s_median']:>10.2f} "
+              f"{r['vit_chunk_frames']:>4} {r['tail_min_slices'] if r['tail'] else 'off':>4} {r['prefill_s_median']:>10.2f} "
               f"{r['peak_alloc_gb']:>8.3f} {split:>15} "
               f"{r['decode_tok_per_s']:>13.1f} {r.get('gpu_kernel_s', float('nan')):>14.2f}")
 

@@ -26,7 +26,7 @@ from vamba_eval.models.vamba.backends import SSMBackend, select_backend
 from vamba_eval.models.vamba.config import VambaConfig
 from vamba_eval.models.vamba.layers import KV, Qwen2VLRMSNorm, VambaDecoderLayer
 from vamba_eval.models.vamba.mixers import MambaBlock, MixerState
-from vamba_eval.models.vamba.streaming import KVPieces, piece_spans, piece_vit_frames
+from vamba_eval.models.vamba.streaming import MIN_TAIL_SLICES, KVPieces, piece_spans, piece_vit_frames
 from vamba_eval.models.vamba.vision import (VideoGrid, check_frames, encode_frames, frames_grid, pad_temporal, patchify,
                                             split_block_fn, vision_block)
 
@@ -116,6 +116,7 @@ class VambaForConditionalGeneration(nn.Module):
         self.chunk_frames: Optional[int] = None  # None: auto_chunk_frames per video
         self.vit_chunk_frames: Optional[int] = None  # None: auto_vit_chunk_frames of the streamed piece
         self.stream_tail: Optional[bool] = None  # None: tail_for decides per video
+        self.tail_min_slices = MIN_TAIL_SLICES  # the tail's smallest piece (temporal slices)
         self.inference_only = False  # set by release_unused_video_mixer
         self.ssm_backend = backend or select_backend(None, torch.device("cpu"))
         self.set_ssm_backend(self.ssm_backend)
@@ -233,7 +234,7 @@ class VambaForConditionalGeneration(nn.Module):
         frames = pad_temporal(frames, temporal)
         per_chunk = self._chunk_slices(frames.shape[0], chunk_frames)
         n_slices = frames.shape[0] // temporal
-        spans = piece_spans(n_slices, per_chunk, self.tail_for(frames.shape[0], chunk_frames))
+        spans = piece_spans(n_slices, per_chunk, self.tail_for(frames.shape[0], chunk_frames), self.tail_min_slices)
         kv = KVPieces(len(self.layers))
         states: list[Optional[MixerState]] = [None] * len(self.layers)
         t_start, written, grid = time.perf_counter(), 0, None
