@@ -29,17 +29,19 @@ def frames() -> torch.Tensor:  # 24 frames = 12 temporal slices
     return torch.randint(0, 256, (24, 56, 84, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
 
 
-@pytest.mark.parametrize("n,per,tail,expected", [
-    (128, 16, False, [16] * 8),
-    (128, 16, True, [16] * 7 + [8, 4, 2, 2]),  # 256 frames in 32-frame pieces: 16, 8, 4, 4 frames at the end
-    (100, 16, True, [16] * 6 + [2, 2]),  # a short last piece (4 slices) is cut too
-    (16, 16, True, [16]),  # one piece: nothing to cut (the video is not streamed)
-    (17, 16, True, [16, 1]),
-    (12, 4, True, [4, 4, 2, 2]),
-    (7, 3, True, [3, 3, 1]),
+@pytest.mark.parametrize("n,per,tail,min_tail,expected", [
+    (128, 16, False, 8, [16] * 8),
+    (128, 16, True, 8, [16] * 7 + [8, 8]),  # the default: 256 frames in 32-frame pieces end with 16, 16 frames
+    (128, 16, True, 2, [16] * 7 + [8, 4, 2, 2]),  # … or 16, 8, 4, 4
+    (256, 32, True, 8, [32] * 7 + [16, 8, 8]),
+    (100, 16, True, 8, [16] * 6 + [4]),  # a short last piece is cut only above the smallest piece
+    (100, 16, True, 2, [16] * 6 + [2, 2]),
+    (16, 16, True, 2, [16]),  # one piece: nothing to cut (the video is not streamed)
+    (17, 16, True, 2, [16, 1]),
+    (7, 3, True, 1, [3, 3, 1]),
 ])
-def test_piece_spans_cover_the_video_in_order(n, per, tail, expected):
-    spans = piece_spans(n, per, tail)
+def test_piece_spans_cover_the_video_in_order(n, per, tail, min_tail, expected):
+    spans = piece_spans(n, per, tail, min_tail)
     assert [s1 - s0 for s0, s1 in spans] == expected
     assert spans[0][0] == 0 and spans[-1][1] == n
     assert all(a[1] == b[0] for a, b in zip(spans, spans[1:]))
@@ -78,6 +80,7 @@ def test_tail_streaming_equals_plain_streaming_and_the_reference(frames):
     with torch.no_grad():
         ref = model(ids, frames)
     outs, counts = [], []
+    model.tail_min_slices = 2
     for tail in (False, True):
         model.stream_tail = tail
         ctx = model.encode_video(frames, chunk_frames=8)  # 12 slices in pieces of 4: 4, 4, then 4 or 2, 2

@@ -38,9 +38,10 @@ SPLIT_COMPILE_ENV = "VAMBA_EVAL_VIT_SPLIT_COMPILE"
 DEFAULT_CHUNK_FRAMES = 64
 MIN_AUTO_CHUNK_FRAMES = 32
 # A piece is at most 1/8 of the video, so that its transient activations stay small next to the K/V cache (which
-# grows with the video): up to 511 frames stream in 32-frame pieces, 512 and more in 64. Smaller pieces save little
-# more (≈ 0.1 GB at 256 frames: the carried SSM states and the ViT remain) and cost time — the host launches more,
-# smaller kernels: 256 frames in 1.5 s with 16-frame pieces vs 1.0 s with 32 (benchmarks/README.md).
+# grows with the video): up to 511 frames stream in 32-frame pieces, 512 and more in 64. Smaller pieces throughout
+# cost time — the host launches more, smaller kernels: 256 frames in 1.3–2.6 s with 16-frame pieces vs 1.0–1.4 s
+# with 32 (benchmarks/README.md); only the last piece, which runs beside a nearly full K/V cache, is cut
+# (``tail_for``, ``streaming``).
 AUTO_CHUNK_PIECES = 8
 # Inside a streamed piece the ViT runs over half of it at a time, 8 to 32 frames (exact: it attends within 2-frame
 # slices): its activations (≈ 25 KB per patch at the MLP) would otherwise be the largest transient of the prefill.

@@ -3,23 +3,25 @@
 A streamed prefill's peak memory is at its last piece. The K/V cache grows piece by piece (``KVPieces``: each
 layer's K and V kept as one tensor per piece, joined into one buffer per layer when the video is done), so
 that a piece's transients — its ViT passes, its Mamba-2 scans — count on top of the part of the cache written
-so far, not on top of the whole cache. With a *tail* the last piece is cut in halves of halves (a 32-frame
-piece: 16, 8, 4, 4 frames): the pieces that run when the cache is nearly full are the smallest. At 7B and
-256 frames the cache is 2.2 GB and a 32-frame piece's transients ≈ 0.35 GB (benchmarks/README.md).
+so far, not on top of the whole cache. With a *tail* the last piece is cut in halves of halves down to
+``MIN_TAIL_SLICES`` (a 32-frame piece: 16, 16 frames): the pieces that run when the cache is nearly full are the
+smaller ones. At 7B and 256 frames the cache is 2.2 GB and a 32-frame piece's transients ≈ 0.35 GB; on an H100 the
+256-frame peak was 25.02 GB with the cache grown piece by piece, 24.92 with a 16, 16 tail and 24.91 with
+16, 8, 4, 4 (benchmarks/results/sweep_h100_2026-11-25_session16/).
 """
 
 from __future__ import annotations
 
 import torch
 
-MIN_TAIL_SLICES = 2  # the tail's smallest piece: 2 temporal slices (4 frames at Qwen2-VL's temporal patch of 2)
+MIN_TAIL_SLICES = 8  # the tail's smallest piece: 8 temporal slices (16 frames at Qwen2-VL's temporal patch of 2)
 
 Span = tuple[int, int]  # [first, last) temporal slice of a piece
 
 
 def piece_spans(n_slices: int, per_piece: int, tail: bool = False, min_tail: int = MIN_TAIL_SLICES) -> list[Span]:
     """Streamed pieces of ``per_piece`` slices covering ``n_slices``; with ``tail`` (and ≥ 2 pieces) the last one
-    is cut into halves of what is left until ``min_tail`` slices remain: 16 → 8, 4, 2, 2."""
+    is cut into halves of what is left until ``min_tail`` slices remain (``min_tail`` 2: 16 → 8, 4, 2, 2)."""
     if n_slices < 1 or per_piece < 1:
         raise ValueError(f"need ≥ 1 slice and ≥ 1 slice per piece, got {n_slices} and {per_piece}")
     spans = [(s0, min(n_slices, s0 + per_piece)) for s0 in range(0, n_slices, per_piece)]
