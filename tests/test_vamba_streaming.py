@@ -121,3 +121,38 @@ def test_the_last_piece_drops_each_layers_state_once_used(frames, monkeypatch):
     model.stream_tail = False
     model.encode_video(frames, chunk_frames=8)  # 3 pieces
     assert dead_at_last_layer == [False, False, True]
+
+
+def test_pixel_normalisation_is_made_once_per_device():
+    from vamba_eval.models.vamba.vision import IMAGE_MEAN, IMAGE_STD, normalisation
+
+    mean, std = normalisation(torch.device("cpu"))
+    assert normalisation(torch.device("cpu"))[0] is mean  # cached: no host-to-GPU copy per ViT pass
+    assert mean.flatten().tolist() == pytest.approx(IMAGE_MEAN) and std.flatten().tolist() == pytest.approx(IMAGE_STD)
+
+
+# ------------------------------------------------------------------ GPU (pytest -m gpu)
+
+
+@pytest.mark.gpu
+def test_streamed_prefill_never_makes_the_host_wait_for_the_gpu(frames):
+    """No synchronising op from pinned frames to the last-token logits: a sync drains the launch queue, so the
+    host's per-layer work would add to the GPU's time (it did twice per ViT pass, benchmarks/sync_check.py)."""
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+    from vamba_eval.models.vamba.backends import select_backend
+
+    model = tiny().to("cuda", torch.bfloat16)
+    model.set_ssm_backend(select_backend(None, torch.device("cuda")))
+    pinned = frames.pin_memory()
+    ids = torch.randint(0, 256, (1, 9), device="cuda")
+    model.stream_tail, model.tail_min_slices = True, 2
+    model.encode_video(pinned, chunk_frames=8)  # warm-up: kernels, the cached pixel mean/std
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        ctx = model.encode_video(pinned, chunk_frames=8)
+        with torch.inference_mode():
+            model.text_step(ids, ctx, DynamicCache(), start=0)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")

@@ -8,6 +8,7 @@ model's device, chunk by chunk (a 1024-frame 640×360 video is 2.8 GB as float32
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 from typing import Callable
@@ -75,14 +76,23 @@ def frames_grid(shape: tuple[int, ...], patch: int = 14, temporal: int = 2, merg
     return VideoGrid(shape[0] // temporal, shape[1] // patch, shape[2] // patch, merge)
 
 
+@functools.lru_cache(maxsize=None)
+def normalisation(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ViT's pixel mean and std [1, 3, 1, 1] on ``device``, made once per device: a tensor built from a Python
+    list on a GPU is a blocking copy, and two per ViT pass made the host wait for the GPU at every pass of a
+    streamed prefill (``benchmarks/sync_check.py``)."""
+    mean = torch.tensor(IMAGE_MEAN, dtype=torch.float32).view(1, -1, 1, 1).to(device)
+    std = torch.tensor(IMAGE_STD, dtype=torch.float32).view(1, -1, 1, 1).to(device)
+    return mean, std
+
+
 def patchify(frames: torch.Tensor, patch: int = 14, temporal: int = 2, merge: int = 2) -> tuple[torch.Tensor, VideoGrid]:
     """uint8 frames [T, H, W, 3] → (pixel patches [t·h·w, 3·temporal·patch²], grid)."""
     frames = pad_temporal(frames, temporal)
     grid = frames_grid(frames.shape, patch, temporal, merge)
     T, H, W, C = frames.shape
     x = frames.permute(0, 3, 1, 2).float().div_(255.0)  # [T, C, H, W]
-    mean = torch.tensor(IMAGE_MEAN, device=x.device).view(1, C, 1, 1)
-    std = torch.tensor(IMAGE_STD, device=x.device).view(1, C, 1, 1)
+    mean, std = normalisation(x.device)  # each [1, C, 1, 1]
     x = (x - mean) / std
     gt, gh, gw = grid.t, grid.h, grid.w
     x = x.reshape(gt, temporal, C, gh // merge, merge, patch, gw // merge, merge, patch)
