@@ -287,6 +287,7 @@ def test_page_renders_offline_and_rerenders(cli_run: dict[str, Any], tmp_path: P
         assert word in text
     flat = " ".join(text.split())
     assert "qwen2vl host" in flat and "vamba host" in flat  # where each model's frames were held
+    assert "pieces of 2 · ViT passes of 8" in flat and "last piece cut" not in flat  # VAMBA's schedule per row
     assert "variant" in cli_run["output"] and "bench.html" in cli_run["output"]  # the short table, the paths
     res = CliRunner().invoke(make_app(), ["bench", "--render", str(cli_run["out"] / "bench.jsonl"),
                                           "--out", str(tmp_path)])
@@ -422,3 +423,12 @@ def test_train_step_loss_equals_the_reference_forward(rope: bool) -> None:
         ref = lm_loss(subject.model(prompt.ids(), frames), loss_labels(prompt.ids(), 4))
     step = subject.train_step(frames, prompt, 4)  # the loss before its SGD update
     assert step["loss"] == pytest.approx(float(ref), rel=1e-6)  # keys without positions: 8e-4 off
+
+
+def test_page_says_how_vamba_streamed_each_point() -> None:
+    from vamba_eval.bench.page import _stream
+
+    row = {"chunk_frames": 32, "vit_chunk_frames": 16, "tail": 1}
+    assert _stream(row) == "pieces of 32 · ViT passes of 16 · last piece cut in halves"
+    assert _stream({**row, "tail": 0}) == "pieces of 32 · ViT passes of 16"
+    assert _stream({"model": "qwen2vl"}) == ""  # one forward, nothing streamed

@@ -136,6 +136,14 @@ def _environments(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return list(seen.values())
 
 
+def _stream(r: dict[str, Any]) -> str:
+    """VAMBA's streaming schedule of a row (frames per piece and per ViT pass, the last piece cut or not)."""
+    if r.get("chunk_frames") is None:
+        return ""
+    text = f"pieces of {r['chunk_frames']} · ViT passes of {r.get('vit_chunk_frames')}"
+    return text + (" · last piece cut in halves" if r.get("tail") else "")
+
+
 def _table_row(r: dict[str, Any]) -> dict[str, Any]:
     ph = r.get("phase_s") or {}
     note = ""
@@ -146,7 +154,7 @@ def _table_row(r: dict[str, Any]) -> dict[str, Any]:
     return {**{k: r.get(k) for k in ("model", "variant", "mode", "frames", "video_tokens", "status", "time_s",
                                      "time_unit", "peak_alloc_gb", "peak_reserved_gb", "achieved_tflops",
                                      "decode_tok_per_s", "size")},
-            "tflop": _scaled(r, "flops", 1e-12), "mfu_pct": _scaled(r, "mfu", 100.0), "note": note,
+            "tflop": _scaled(r, "flops", 1e-12), "mfu_pct": _scaled(r, "mfu", 100.0), "note": note, "stream": _stream(r),
             "phases": (f"ViT {ph['vit_other_s']:.2f} · SSM {ph['ssm_s']:.2f} · K/V {ph['kv_s']:.2f} · "
                        f"text {ph['text_s']:.2f}") if ph else ""}
 
