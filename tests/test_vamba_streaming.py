@@ -50,6 +50,8 @@ def test_piece_spans_cover_the_video_in_order(n, per, tail, min_tail, expected):
 def test_piece_spans_refuse_empty_input():
     with pytest.raises(ValueError, match="≥ 1 slice"):
         piece_spans(0, 16)
+    with pytest.raises(ValueError, match="tail_min_slices"):
+        piece_spans(16, 4, tail=True, min_tail=0)  # would never stop cutting
 
 
 def test_short_pieces_get_short_vit_passes():

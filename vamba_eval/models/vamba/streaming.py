@@ -22,8 +22,9 @@ Span = tuple[int, int]  # [first, last) temporal slice of a piece
 def piece_spans(n_slices: int, per_piece: int, tail: bool = False, min_tail: int = MIN_TAIL_SLICES) -> list[Span]:
     """Streamed pieces of ``per_piece`` slices covering ``n_slices``; with ``tail`` (and ≥ 2 pieces) the last one
     is cut into halves of what is left until ``min_tail`` slices remain (``min_tail`` 2: 16 → 8, 4, 2, 2)."""
-    if n_slices < 1 or per_piece < 1:
-        raise ValueError(f"need ≥ 1 slice and ≥ 1 slice per piece, got {n_slices} and {per_piece}")
+    if n_slices < 1 or per_piece < 1 or min_tail < 1:
+        raise ValueError(f"need ≥ 1 slice, ≥ 1 slice per piece and a tail of ≥ 1 slice, got {n_slices}, {per_piece} "
+                         f"and {min_tail} (tail_min_slices)")
     spans = [(s0, min(n_slices, s0 + per_piece)) for s0 in range(0, n_slices, per_piece)]
     if not tail or len(spans) < 2:
         return spans
