@@ -66,7 +66,9 @@ def run(
     device: Optional[str] = typer.Option(None, help="cpu, cuda, cuda:1 …"),
     dtype: Optional[str] = typer.Option(None, help="bfloat16 | float16 | float32."),
     ssm_backend: Optional[str] = typer.Option(None, help="VAMBA SSM kernels: auto | mamba_ssm | fla | torch."),
-    chunk_frames: Optional[int] = typer.Option(None, help="VAMBA streaming-prefill chunk (frames)."),
+    chunk_frames: Optional[int] = typer.Option(None, help="VAMBA streaming-prefill chunk (frames; default: "
+                                                 "the whole video up to 64 frames, 32 below 512 with the last "
+                                                 "piece cut in two, 64 from 512)."),
     compile: Optional[bool] = typer.Option(None, "--compile/--no-compile",
                                            help="VAMBA: torch.compile the video path (CUDA; faster prefill)."),
     scoring: Optional[str] = typer.Option(None, help="official (default) | lmms-eval."),

@@ -92,8 +92,9 @@ def bench_cmd(
                                              "(for wall-clock-limited machines); later points are recorded as skipped."),
     point_budget_s: float = typer.Option(30.0, "--point-budget-s", help="Stop repeating a point after this many seconds."),
     chunk_frames: Optional[int] = typer.Option(None, "--chunk-frames", min=1, help="VAMBA: frames per streamed "
-                                               "piece (default: 32 below 512 frames, 64 from 512; smaller saves "
-                                               "memory, costs time). Rows record the piece used."),
+                                               "piece (default: 32 below 512 frames, the last one cut into two of 16, "
+                                               "64 from 512; a set size streams whole pieces; smaller saves memory, "
+                                               "costs time). Rows record the piece used and the cut."),
     frames_on: str = typer.Option("host", "--frames-on", help="Input frames: host (pinned, copied to the GPU inside "
                                   "the timed region as `vamba-eval run` feeds each model: VAMBA a streamed piece at "
                                   "a time, Qwen2-VL all at once) | device (on the GPU beforehand, counted in the "
