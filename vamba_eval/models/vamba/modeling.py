@@ -238,7 +238,7 @@ class VambaForConditionalGeneration(nn.Module):
         spans = piece_spans(n_slices, per_chunk, self.tail_for(frames.shape[0], chunk_frames), self.tail_min_slices)
         kv = KVPieces(len(self.layers))
         states: list[Optional[MixerState]] = [None] * len(self.layers)
-        t_start, written, grid = time.perf_counter(), 0, None
+        t_start, written = time.perf_counter(), 0
         vit_frames = self.vit_frames_for(per_chunk * temporal)
         for s0, s1 in spans:
             last = s1 == n_slices
@@ -254,8 +254,7 @@ class VambaForConditionalGeneration(nn.Module):
                         states[i] = None
             del v  # not held through the next piece's ViT passes
             written += grid.num_tokens
-        assert grid is not None
-        full = VideoGrid(n_slices, grid.h, grid.w, grid.merge)
+        full = frames_grid(frames.shape, vcfg.patch_size, temporal, vcfg.spatial_merge_size)
         return VideoContext(kv.join(), full, written, len(spans), {"encode_s": time.perf_counter() - t_start})
 
     def tail_for(self, total_frames: int, chunk_frames: Optional[int] = None) -> bool:
